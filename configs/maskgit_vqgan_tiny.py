@@ -1,0 +1,7 @@
+"""maskgit_vqgan_tiny. Usage: --config=configs/maskgit_vqgan_tiny.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    return presets.tokenizer_config("maskgit_vqgan_tiny", arg)

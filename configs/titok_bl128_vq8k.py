@@ -1,0 +1,7 @@
+"""titok_bl128_vq8k. Usage: --config=configs/titok_bl128_vq8k.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    return presets.tokenizer_config("titok_bl128_vq8k", arg)

@@ -1,0 +1,7 @@
+"""titok_bl64_vae_c16. Usage: --config=configs/titok_bl64_vae_c16.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    return presets.tokenizer_config("titok_bl64_vae_c16", arg)

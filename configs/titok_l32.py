@@ -1,0 +1,7 @@
+"""titok_l32. Usage: --config=configs/titok_l32.py[:stage1,dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    return presets.tokenizer_config("titok_l32", arg)

@@ -1,0 +1,7 @@
+"""titok_tiny. Usage: --config=configs/titok_tiny.py[:stage1,dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    return presets.tokenizer_config("titok_tiny", arg)

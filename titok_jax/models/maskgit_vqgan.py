@@ -1,0 +1,276 @@
+"""MaskGIT-VQGAN (f16, 1024 codes): the stage-1 proxy-code teacher and stage-2 pixel decoder.
+
+Architecture of google-research/maskgit ``maskgit/nets/vqgan_tokenizer.py`` as ported to PyTorch in
+bytedance/1d-tokenizer ``modeling/modules/maskgit_vqgan.py``: GroupNorm(32, eps 1e-6) + swish,
+bias-free 3x3 convs inside res blocks, a 1x1 shortcut applied to the block *output* when the
+channel count changes (a quirk of the original), 2x2 average-pool downsampling, nearest x2
+upsampling + 3x3 conv, no attention. Channels-last (NHWC), images in [0, 1].
+
+Submodule names mirror the PyTorch module tree (``down_{i}_block_{j}``, ``mid_{j}``,
+``up_{i}_block_{j}``, ``up_{i}_upsample_conv``, ``norm_out``, ``conv_out``) so the explicit name maps
+in ``titok_jax.models.maskgit_vqgan_map`` read like the official state_dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from titok_jax.quantizers.vq import nearest_code
+
+Dtype = Any
+
+GN_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class VQGANConfig:
+    """Sizes of a MaskGIT-VQGAN; the defaults are the released ImageNet-256 model."""
+
+    hidden_channels: int = 128
+    channel_mult: Tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 256
+    codebook_size: int = 1024
+    num_groups: int = 32
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @classmethod
+    def from_dict(cls, d) -> "VQGANConfig":
+        d = dict(d)
+        if "channel_mult" in d:
+            d["channel_mult"] = tuple(d["channel_mult"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown VQGAN config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["channel_mult"] = list(self.channel_mult)
+        return d
+
+
+def _conv(features, kernel, name, dtype, param_dtype, use_bias=True):
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        padding="SAME",
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+    )
+
+
+def _pairwise_sum(x: jax.Array, axis: int) -> jax.Array:
+    """Sum over ``axis`` by repeated halving: float32 error grows ~log(n) instead of ~n."""
+    while x.shape[axis] > 1:
+        n = x.shape[axis]
+        half = n // 2
+        a = jax.lax.slice_in_dim(x, 0, half, axis=axis)
+        b = jax.lax.slice_in_dim(x, half, 2 * half, axis=axis)
+        rest = jax.lax.slice_in_dim(x, 2 * half, n, axis=axis)
+        x = a + b
+        if rest.shape[axis]:
+            x = jnp.concatenate([x, rest], axis=axis)
+    return jnp.squeeze(x, axis)
+
+
+class GroupNorm(nn.Module):
+    """GroupNorm over NHWC with float32 statistics from pairwise sums.
+
+    Same parameters (``scale``, ``bias``) and formula as ``nn.GroupNorm``; the pairwise reduction
+    over the spatial axis keeps the statistics of 256x256 maps accurate to ~1e-7, which the
+    1e-5 parity with the official decoder needs (a plain float32 mean over 65k values is not).
+    """
+
+    num_groups: int = 32
+    epsilon: float = GN_EPS
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        g = self.num_groups
+        if c % g:
+            raise ValueError(f"GroupNorm: {c} channels are not divisible into {g} groups")
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        xf = x.astype(jnp.float32).reshape(b, h * w, g, c // g)
+        n = h * w * (c // g)
+        mean = _pairwise_sum(jnp.sum(xf, axis=-1), axis=1) / n  # [B, G]
+        centered = xf - mean[:, None, :, None]
+        var = _pairwise_sum(jnp.sum(jnp.square(centered), axis=-1), axis=1) / n
+        y = centered * jax.lax.rsqrt(var + self.epsilon)[:, None, :, None]
+        y = y.reshape(b, h, w, c) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+        return y.astype(self.dtype)
+
+
+def _norm(name, num_groups, dtype, param_dtype):
+    return GroupNorm(num_groups=num_groups, epsilon=GN_EPS, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+class ResBlock(nn.Module):
+    out_channels: int
+    num_groups: int = 32
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_channels = x.shape[-1]
+        h = nn.swish(_norm("norm1", self.num_groups, self.dtype, self.param_dtype)(x))
+        h = _conv(self.out_channels, 3, "conv1", self.dtype, self.param_dtype, use_bias=False)(h)
+        h = nn.swish(_norm("norm2", self.num_groups, self.dtype, self.param_dtype)(h))
+        h = _conv(self.out_channels, 3, "conv2", self.dtype, self.param_dtype, use_bias=False)(h)
+        if in_channels != self.out_channels:
+            # Faithful to the original: the shortcut transforms the block output, the input is dropped.
+            residual = _conv(self.out_channels, 1, "nin_shortcut", self.dtype, self.param_dtype, use_bias=False)(h)
+        else:
+            residual = x
+        return h + residual
+
+
+def _upsample_nearest2x(x: jax.Array) -> jax.Array:
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+class VQGANEncoder(nn.Module):
+    config: VQGANConfig = VQGANConfig()
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(num_groups=c.num_groups, dtype=self.dtype, param_dtype=self.param_dtype)
+        x = _conv(c.hidden_channels, 3, "conv_in", self.dtype, self.param_dtype, use_bias=False)(x)
+        for i, mult in enumerate(c.channel_mult):
+            for j in range(c.num_res_blocks):
+                x = ResBlock(c.hidden_channels * mult, name=f"down_{i}_block_{j}", **kw)(x)
+            if i < len(c.channel_mult) - 1:
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        for j in range(c.num_res_blocks):
+            x = ResBlock(x.shape[-1], name=f"mid_{j}", **kw)(x)
+        x = nn.swish(_norm("norm_out", c.num_groups, self.dtype, self.param_dtype)(x))
+        return _conv(c.z_channels, 1, "conv_out", self.dtype, self.param_dtype)(x)
+
+
+class VQGANDecoder(nn.Module):
+    config: VQGANConfig = VQGANConfig()
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        c = self.config
+        kw = dict(num_groups=c.num_groups, dtype=self.dtype, param_dtype=self.param_dtype)
+        levels = len(c.channel_mult)
+        x = _conv(c.hidden_channels * c.channel_mult[-1], 3, "conv_in", self.dtype, self.param_dtype)(z)
+        for j in range(c.num_res_blocks):
+            x = ResBlock(x.shape[-1], name=f"mid_{j}", **kw)(x)
+        # PyTorch builds up[0..L-1] but runs them from the last (coarsest) level to the first.
+        for i in reversed(range(levels)):
+            for j in range(c.num_res_blocks):
+                x = ResBlock(c.hidden_channels * c.channel_mult[i], name=f"up_{i}_block_{j}", **kw)(x)
+            if i > 0:
+                x = _upsample_nearest2x(x)
+                x = _conv(x.shape[-1], 3, f"up_{i}_upsample_conv", self.dtype, self.param_dtype)(x)
+        x = nn.swish(_norm("norm_out", c.num_groups, self.dtype, self.param_dtype)(x))
+        return _conv(3, 3, "conv_out", self.dtype, self.param_dtype)(x)
+
+
+def codebook_param(module: nn.Module, name: str, codebook_size: int, dim: int) -> jax.Array:
+    """A ``[K, D]`` codebook parameter with the official U(-1/K, 1/K) init."""
+    return module.param(
+        name,
+        nn.with_logical_partitioning(
+            lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+                key, shape, dtype, -1.0 / codebook_size, 1.0 / codebook_size
+            ),
+            ("codebook", "latent"),
+        ),
+        (codebook_size, dim),
+        jnp.float32,
+    )
+
+
+class VQGANQuantizer(nn.Module):
+    """Plain (not normalised) nearest-neighbour codebook, ``embedding`` [K, z_channels]."""
+
+    codebook_size: int = 1024
+    dim: int = 256
+
+    def setup(self):
+        self.embedding = codebook_param(self, "embedding", self.codebook_size, self.dim)
+
+    def __call__(self, z: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """z [..., D] -> (nearest codebook rows [..., D] float32, ids [...] int32)."""
+        ids = nearest_code(z.astype(jnp.float32), self.embedding)
+        return self.lookup(ids), ids
+
+    def lookup(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(jnp.asarray(self.embedding, jnp.float32), ids, axis=0)
+
+
+class MaskGITVQGAN(nn.Module):
+    """The full MaskGIT-VQGAN with ``encode_to_ids`` / ``decode_ids`` entry points.
+
+    ids are [B, h, w] int32 (row-major over the h x w grid; flatten for the official [B, h*w]).
+    ``decode_ids`` and ``__call__`` clamp to [0, 1] like the official ``PretrainedTokenizer``;
+    ``decode`` (latents -> pixels) does not.
+    """
+
+    config: VQGANConfig = VQGANConfig()
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        c = self.config
+        self.encoder = VQGANEncoder(c, self.dtype, self.param_dtype)
+        self.decoder = VQGANDecoder(c, self.dtype, self.param_dtype)
+        self.quantize = VQGANQuantizer(c.codebook_size, c.z_channels)
+
+    def encode(self, images: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """images [B, H, W, 3] in [0, 1] -> (quantized latents [B, h, w, D], ids [B, h, w])."""
+        return self.quantize(self.encoder(images))
+
+    def encode_to_ids(self, images: jax.Array) -> jax.Array:
+        return self.encode(images)[1]
+
+    def decode(self, latents: jax.Array) -> jax.Array:
+        return self.decoder(latents)
+
+    def decode_ids(self, ids: jax.Array) -> jax.Array:
+        """ids [B, h, w] (or [B, h*w] for square grids) -> images [B, H, W, 3] clamped to [0, 1]."""
+        if ids.ndim == 2:
+            side = int(round(ids.shape[1] ** 0.5))
+            if side * side != ids.shape[1]:
+                raise ValueError(f"flat ids of length {ids.shape[1]} are not a square grid; pass [B, h, w]")
+            ids = ids.reshape(ids.shape[0], side, side)
+        latents = self.quantize.lookup(ids)
+        return jnp.clip(self.decoder(latents), 0.0, 1.0)
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        quantized, _ = self.encode(images)
+        return jnp.clip(self.decoder(quantized), 0.0, 1.0)
+
+
+def init_params(config: VQGANConfig, rng: jax.Array, image_size: int = 256) -> dict:
+    model = MaskGITVQGAN(config)
+    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    return nn.meta.unbox(model.init(rng, x)["params"])
+
+
+def resolution_blocks(config: VQGANConfig) -> Sequence[int]:
+    return [config.hidden_channels * m for m in config.channel_mult]

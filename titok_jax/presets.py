@@ -1,0 +1,108 @@
+"""Model presets and the ml-collections configs built from them.
+
+Every ``configs/<model>.py`` is ``get_config(arg) -> presets.tokenizer_config(<model>, arg)``, so the
+same sizes are available from Python (``presets.MODELS``) and from the command line.
+
+``arg`` (the text after ``:`` in ``--config=configs/titok_b64.py:stage1,dtype=bfloat16``) is a comma
+separated list of flags and ``key=value`` pairs:
+
+* ``stage1``: the proxy-code model without the VQGAN pixel decoder (``finetune_decoder=False``);
+* ``dtype=bfloat16``: compute dtype (parameters stay float32);
+* ``seed=N``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+import ml_collections
+
+from titok_jax.models.maskgit_vqgan import VQGANConfig
+from titok_jax.models.titok import TiTokConfig
+
+_LEGACY = dict(token_size=12, codebook_size=4096, use_l2_norm=True, is_legacy=True, finetune_decoder=True)
+_VQ8K = dict(token_size=64, codebook_size=8192, use_l2_norm=False, is_legacy=False, finetune_decoder=False)
+_VAE = dict(token_size=16, quantize_mode="vae", is_legacy=False, finetune_decoder=False)
+
+# name -> (model kind, config). Official sizes: 1d-tokenizer configs/infer/TiTok/*.yaml.
+MODELS: Dict[str, Any] = {
+    "titok_s128": TiTokConfig(encoder_size="small", decoder_size="small", num_latent_tokens=128, **_LEGACY),
+    "titok_b64": TiTokConfig(encoder_size="base", decoder_size="base", num_latent_tokens=64, **_LEGACY),
+    "titok_l32": TiTokConfig(encoder_size="large", decoder_size="large", num_latent_tokens=32, **_LEGACY),
+    "titok_bl64_vq8k": TiTokConfig(encoder_size="base", decoder_size="large", num_latent_tokens=64, **_VQ8K),
+    "titok_bl128_vq8k": TiTokConfig(encoder_size="base", decoder_size="large", num_latent_tokens=128, **_VQ8K),
+    "titok_sl256_vq8k": TiTokConfig(encoder_size="small", decoder_size="large", num_latent_tokens=256, **_VQ8K),
+    "titok_ll32_vae_c16": TiTokConfig(encoder_size="large", decoder_size="large", num_latent_tokens=32, **_VAE),
+    "titok_bl64_vae_c16": TiTokConfig(encoder_size="base", decoder_size="large", num_latent_tokens=64, **_VAE),
+    "titok_bl128_vae_c16": TiTokConfig(encoder_size="base", decoder_size="large", num_latent_tokens=128, **_VAE),
+    "maskgit_vqgan": VQGANConfig(),
+    # Tiny models (CPU tests and the demo): a 64x64 TiTok with a 4-level VQGAN pixel decoder, and its teacher.
+    "titok_tiny": TiTokConfig(
+        image_size=64, encoder_size="small", decoder_size="small",
+        encoder_width=64, encoder_depth=2, encoder_heads=2, decoder_width=64, decoder_depth=2, decoder_heads=2,
+        num_latent_tokens=8, token_size=12, codebook_size=64, use_l2_norm=True, is_legacy=True,
+        finetune_decoder=True,
+        pixel_decoder=VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 2, 2), z_channels=32),
+    ),  # fmt: skip
+    "maskgit_vqgan_tiny": VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 2, 2), z_channels=32),
+}
+
+IMAGE_SIZES = {"maskgit_vqgan": 256, "maskgit_vqgan_tiny": 64}
+
+
+def model_kind(model_config) -> str:
+    if isinstance(model_config, TiTokConfig):
+        return "titok"
+    if isinstance(model_config, VQGANConfig):
+        return "maskgit_vqgan"
+    raise TypeError(f"unknown model config type {type(model_config).__name__}")
+
+
+def parse_arg(arg: Optional[str], **defaults) -> Dict[str, Any]:
+    """``"stage1,dtype=bfloat16"`` -> {'stage1': True, 'dtype': 'bfloat16', ...defaults}."""
+    out = dict(defaults)
+    for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+        if "=" in item:
+            k, v = item.split("=", 1)
+            if k not in out:
+                raise ValueError(f"unknown config argument {k!r}; known: {sorted(out)}")
+            out[k] = type(out[k])(v) if out[k] is not None and not isinstance(out[k], bool) else v
+        else:
+            if item not in out or not isinstance(out[item], bool):
+                raise ValueError(f"unknown config flag {item!r}; known flags: {sorted(k for k, v in out.items() if isinstance(v, bool))}")
+            out[item] = True
+    return out
+
+
+def tokenizer_config(name: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; presets: {sorted(MODELS)}")
+    a = parse_arg(arg, stage1=False, dtype="float32", seed=0)
+    model = MODELS[name]
+    kind = model_kind(model)
+    if a["stage1"]:
+        if kind != "titok" or not model.is_legacy:
+            raise ValueError("':stage1' applies to the legacy TiTok models (titok_s128/b64/l32/tiny) only")
+        model = dataclasses.replace(model, finetune_decoder=False)
+    if a["dtype"] not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be float32 or bfloat16, got {a['dtype']!r}")
+    config = ml_collections.ConfigDict()
+    config.model_name = name + (":stage1" if a["stage1"] else "")
+    config.model_kind = kind
+    config.model = ml_collections.ConfigDict(model.to_dict())
+    config.image_size = model.image_size if kind == "titok" else IMAGE_SIZES.get(name, 256)
+    config.dtype = a["dtype"]
+    config.seed = a["seed"]
+    return config
+
+
+def model_config_from(config: ml_collections.ConfigDict):
+    """The typed model config (``TiTokConfig`` / ``VQGANConfig``) described by a ConfigDict."""
+    d = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
+    kind = config.get("model_kind", "titok")
+    if kind == "titok":
+        return TiTokConfig.from_dict(d)
+    if kind == "maskgit_vqgan":
+        return VQGANConfig.from_dict(d)
+    raise ValueError(f"unknown model_kind {kind!r}; expected 'titok' or 'maskgit_vqgan'")

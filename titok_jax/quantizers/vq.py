@@ -1,0 +1,102 @@
+"""Vector quantizer with an (optionally) l2-normalised codebook.
+
+Mirrors ``VectorQuantizer`` of bytedance/1d-tokenizer (``modeling/quantizer/quantizer.py``):
+
+* runs in float32 whatever the compute dtype of the surrounding model;
+* ``use_l2_norm``: ``x / max(||x||, 1e-12)`` on both the latents and the codebook rows;
+* distance ``sum(z^2) + sum(e^2) - 2 z.e``, first index on ties;
+* ``commitment_loss = beta * mean((sg(z_q) - z)^2)``, ``codebook_loss = mean((z_q - sg(z))^2)``;
+* straight-through output ``z + sg(z_q - z)``.
+
+Tokens are channels-last: latents [B, L, C], ids [B, L] (the official code uses
+[B, C, 1, L] and [B, 1, L]).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """``torch.nn.functional.normalize``: x / max(||x||_2, eps)."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
+def nearest_code(z: jax.Array, codebook: jax.Array) -> jax.Array:
+    """Index of the nearest codebook row for every vector in ``z`` [..., C] (float32)."""
+    flat = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+    cb = codebook.astype(jnp.float32)
+    d = (
+        jnp.sum(flat**2, axis=1, keepdims=True)
+        + jnp.sum(cb**2, axis=1)[None, :]
+        - 2.0 * jnp.dot(flat, cb.T, precision=_HIGHEST)
+    )
+    return jnp.argmin(d, axis=1).reshape(z.shape[:-1]).astype(jnp.int32)
+
+
+def codebook_usage(ids: jax.Array, codebook_size: int) -> Dict[str, jax.Array]:
+    """Monitoring statistics of a batch of ids: fraction of codes used, perplexity, entropy (bits)."""
+    counts = jnp.bincount(ids.reshape(-1), length=codebook_size).astype(jnp.float32)
+    p = counts / jnp.maximum(counts.sum(), 1.0)
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return {
+        "codebook_usage": jnp.mean((counts > 0).astype(jnp.float32)),
+        "codebook_perplexity": jnp.exp(entropy),
+        "codebook_entropy_bits": entropy / jnp.log(2.0),
+    }
+
+
+class VectorQuantizer(nn.Module):
+    """``embedding`` [K, C] codebook (stored un-normalised, like the official one)."""
+
+    codebook_size: int
+    token_size: int
+    commitment_cost: float = 0.25
+    use_l2_norm: bool = True
+
+    def setup(self):
+        k = self.codebook_size
+        # Official init: U(-1/K, 1/K).
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(
+                lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -1.0 / k, 1.0 / k),
+                ("codebook", "token"),
+            ),
+            (self.codebook_size, self.token_size),
+            jnp.float32,
+        )
+
+    def codebook(self) -> jax.Array:
+        cb = jnp.asarray(self.embedding, jnp.float32)
+        return l2_normalize(cb) if self.use_l2_norm else cb
+
+    def __call__(self, z: jax.Array) -> tuple[jax.Array, Dict[str, Any]]:
+        """z [B, L, C] -> (straight-through z_q [B, L, C] float32, result dict)."""
+        z = z.astype(jnp.float32)
+        if self.use_l2_norm:
+            z = l2_normalize(z)
+        cb = self.codebook()
+        ids = nearest_code(z, cb)
+        z_q = jnp.take(cb, ids, axis=0)
+        commitment = self.commitment_cost * jnp.mean(jnp.square(jax.lax.stop_gradient(z_q) - z))
+        codebook_loss = jnp.mean(jnp.square(z_q - jax.lax.stop_gradient(z)))
+        z_st = z + jax.lax.stop_gradient(z_q - z)
+        result = {
+            "quantizer_loss": commitment + codebook_loss,
+            "commitment_loss": commitment,
+            "codebook_loss": codebook_loss,
+            "min_encoding_indices": ids,
+        }
+        return z_st, result
+
+    def lookup(self, ids: jax.Array) -> jax.Array:
+        """ids [...] -> codebook rows [..., C] (l2-normalised when enabled); the official get_codebook_entry."""
+        return jnp.take(self.codebook(), ids, axis=0)
