@@ -1,4 +1,4 @@
-"""maskgit_vqgan. Usage: --config=configs/maskgit_vqgan.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+"""maskgit_vqgan. Usage: --config=configs/maskgit_vqgan.py[:dtype=bfloat16,seed=N]."""
 
 from titok_jax import presets
 

@@ -1,4 +1,4 @@
-"""titok_bl64_vae_c16. Usage: --config=configs/titok_bl64_vae_c16.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+"""titok_bl64_vae_c16. Usage: --config=configs/titok_bl64_vae_c16.py[:dtype=bfloat16,seed=N]."""
 
 from titok_jax import presets
 

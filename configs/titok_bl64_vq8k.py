@@ -1,4 +1,4 @@
-"""titok_bl64_vq8k. Usage: --config=configs/titok_bl64_vq8k.py[:dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+"""titok_bl64_vq8k. Usage: --config=configs/titok_bl64_vq8k.py[:dtype=bfloat16,seed=N]."""
 
 from titok_jax import presets
 

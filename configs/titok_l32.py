@@ -1,4 +1,4 @@
-"""titok_l32. Usage: --config=configs/titok_l32.py[:stage1,dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+"""titok_l32. Usage: --config=configs/titok_l32.py[:stage1,dtype=bfloat16,seed=N]."""
 
 from titok_jax import presets
 

@@ -1,4 +1,4 @@
-"""titok_tiny. Usage: --config=configs/titok_tiny.py[:stage1,dtype=bfloat16,seed=N] (see titok_jax/presets.py)."""
+"""titok_tiny. Usage: --config=configs/titok_tiny.py[:stage1,dtype=bfloat16,seed=N]."""
 
 from titok_jax import presets
 

@@ -67,9 +67,13 @@ def load_params(ckpt_dir: str, abstract: Any = None, step: Optional[int] = None)
             restore = ocp.args.StandardRestore()
         else:
             abstract = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
-                if getattr(x, "sharding", None) is not None
-                else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+                lambda x: (
+                    jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+                    if getattr(x, "sharding", None) is not None
+                    else jax.ShapeDtypeStruct(
+                        x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
+                    )
+                ),
                 abstract,
             )
             restore = ocp.args.StandardRestore(abstract)

@@ -90,7 +90,9 @@ def validate_batch(images: np.ndarray, size: int) -> np.ndarray:
         hint = " (looks like NCHW: use x.transpose(0, 2, 3, 1))" if x.shape[1] == 3 else ""
         raise ImageError(f"expected NHWC with 3 channels; got shape {x.shape}{hint}")
     if x.shape[1:3] != (size, size):
-        raise ImageError(f"expected {size}x{size} images; got {x.shape[1]}x{x.shape[2]} (use titok_jax.images.load_images)")
+        raise ImageError(
+            f"expected {size}x{size} images; got {x.shape[1]}x{x.shape[2]} (use titok_jax.images.load_images)"
+        )
     if x.dtype == np.uint8:
         raise ImageError("got uint8 images; convert to float in [0, 1] with x / 255.0")
     if not np.issubdtype(x.dtype, np.floating):

@@ -69,7 +69,7 @@ class Tokenizer:
 
     @classmethod
     def from_weights(cls, config, weights: str, allow_pickle: bool = False) -> "Tokenizer":
-        from titok_jax.port import import_weights
+        from titok_jax.porting.api import import_weights
 
         handle, params, _ = import_weights(load_config(config), weights, allow_pickle=allow_pickle)
         return cls(handle, jax.tree.map(jnp.asarray, params))

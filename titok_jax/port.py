@@ -14,20 +14,25 @@ shapes, plus ``DIR/config.json`` for ``TiTok.from_pretrained(DIR)``.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file, e.g. configs/titok_b64.py.", lock_config=True)
-flags.DEFINE_string("weights", None, "import: weight file (.safetensors, .bin, hub folder, or MaskGIT Flax checkpoint).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Model config file, e.g. configs/titok_b64.py.", lock_config=True
+)
+flags.DEFINE_string(
+    "weights", None, "import: weight file (.safetensors, .bin, hub folder, or MaskGIT Flax checkpoint)."
+)
 flags.DEFINE_string("checkpoint", None, "export: titok_jax Orbax checkpoint directory.")
 flags.DEFINE_integer("random-init", None, "export: use a random initialisation with this seed instead of a checkpoint.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_enum("format", "auto", ["auto", "torch", "maskgit_jax"], "import: source format (auto: by file name).")
-flags.DEFINE_bool("allow-pickle", False, "import: allow reading PyTorch pickles (.bin/.pt) via torch.load(weights_only=True).")
+flags.DEFINE_bool(
+    "allow-pickle", False, "import: allow reading PyTorch pickles (.bin/.pt) via torch.load(weights_only=True)."
+)
 FLAGS = flags.FLAGS
 
 USAGE = __doc__
@@ -35,83 +40,6 @@ USAGE = __doc__
 
 def _log(msg: str) -> None:
     print(f"[port] {msg}", flush=True)
-
-
-def detect_format(path: str, kind: str) -> str:
-    lower = path.lower()
-    if os.path.isdir(path) or lower.endswith((".safetensors", ".bin", ".pt", ".pth", ".ckpt")):
-        return "torch"
-    if kind == "maskgit_vqgan":
-        return "maskgit_jax"
-    return "torch"
-
-
-def import_weights(config, weights: str, fmt: str = "auto", allow_pickle: bool = False):
-    """Read + convert + validate; returns (handle, params, meta)."""
-    import numpy as np
-
-    from titok_jax.models import registry
-    from titok_jax.porting import hub, io
-    from titok_jax.porting.mapping import PortError
-
-    handle = registry.from_config(config)
-    fmt = detect_format(weights, handle.kind) if fmt == "auto" else fmt
-    if fmt == "maskgit_jax":
-        _log(f"reading original MaskGIT Flax checkpoint {weights}")
-        state = io.load_maskgit_jax_checkpoint(weights)
-        name_map = handle.maskgit_jax_map()
-    else:
-        official = hub.folder_config(weights) if handle.kind == "titok" else None
-        if official is not None and "model" in official:
-            theirs = registry.titok_config_from_official(official)
-            ours = handle.config
-            diffs = [
-                f"{k}: folder {getattr(theirs, k)!r} vs config {getattr(ours, k)!r}"
-                for k in ("encoder_size", "decoder_size", "num_latent_tokens", "token_size", "quantize_mode",
-                          "is_legacy", "finetune_decoder", "image_size")
-                if getattr(theirs, k) != getattr(ours, k)
-            ]  # fmt: skip
-            if diffs:
-                raise PortError("config.json next to the weights describes another model: " + "; ".join(diffs))
-        path = hub.resolve_weights(weights)
-        _log(f"reading PyTorch state_dict {path}")
-        state = io.load_state_dict(path, allow_pickle=allow_pickle)
-        name_map = handle.torch_map()
-    _log(f"{len(state)} tensors read; converting with map '{name_map.name}' ({len(name_map.rules)} rules)")
-    params = name_map.to_flax(state, handle.abstract())
-    n = sum(int(np.prod(v.shape)) for v in state.values() if k_is_param(v))
-    meta = {
-        "model_name": handle.name,
-        "model_kind": handle.kind,
-        "model_config": handle.config.to_dict(),
-        "source": os.path.abspath(weights),
-        "source_format": fmt,
-        "num_tensors": len(name_map.rules),
-    }
-    _log(f"converted {len(name_map.rules)} tensors ({n:,} values); shapes and dtypes checked")
-    return handle, params, meta
-
-
-def k_is_param(v) -> bool:
-    import numpy as np
-
-    return np.issubdtype(np.asarray(v).dtype, np.floating)
-
-
-def export_weights(config, params, out_dir: str):
-    from titok_jax.models import registry
-    from titok_jax.porting import hub
-
-    handle = registry.from_config(config)
-    state = handle.torch_map().to_external(params)
-    official = None
-    if handle.kind == "titok":
-        if handle.config.is_standard_size:
-            official = handle.official_config()
-        else:
-            _log("warning: custom (non-official) sizes: writing model.safetensors without config.json")
-    paths = hub.export_folder(out_dir, state, official)
-    return state, paths
 
 
 def main(argv):
@@ -126,6 +54,7 @@ def main(argv):
         raise app.UsageError("--out is required")
     t0 = time.time()
     from titok_jax import checkpoint
+    from titok_jax.porting import api
     from titok_jax.porting.io import WeightFileError
     from titok_jax.porting.mapping import PortError
 
@@ -133,7 +62,7 @@ def main(argv):
         if argv[1] == "import":
             if not FLAGS.weights:
                 raise app.UsageError("import needs --weights=FILE")
-            handle, params, meta = import_weights(config, FLAGS.weights, FLAGS.format, FLAGS["allow-pickle"].value)
+            handle, params, meta = api.import_weights(config, FLAGS.weights, FLAGS.format, FLAGS["allow-pickle"].value)
             _log(f"writing Orbax checkpoint to {out}")
             step_dir = checkpoint.save_params(out, params, meta)
             _log(f"done in {time.time() - t0:.1f}s: {step_dir}")
@@ -141,9 +70,9 @@ def main(argv):
             seed = FLAGS["random-init"].value
             if (FLAGS.checkpoint is None) == (seed is None):
                 raise app.UsageError("export needs exactly one of --checkpoint=DIR or --random-init=SEED")
-            from titok_jax.models import registry
-
             import jax
+
+            from titok_jax.models import registry
 
             handle = registry.from_config(config)
             if seed is not None:
@@ -152,7 +81,7 @@ def main(argv):
             else:
                 _log(f"restoring {FLAGS.checkpoint}")
                 params = checkpoint.load_params(FLAGS.checkpoint, handle.abstract())
-            state, paths = export_weights(config, params, out)
+            state, paths = api.export_weights(config, params, out)
             _log(f"wrote {len(state)} tensors: " + ", ".join(paths.values()))
             _log(f"done in {time.time() - t0:.1f}s")
     except (PortError, WeightFileError, checkpoint.CheckpointError) as e:

@@ -39,9 +39,20 @@ MODELS: Dict[str, Any] = {
     "maskgit_vqgan": VQGANConfig(),
     # Tiny models (CPU tests and the demo): a 64x64 TiTok with a 4-level VQGAN pixel decoder, and its teacher.
     "titok_tiny": TiTokConfig(
-        image_size=64, encoder_size="small", decoder_size="small",
-        encoder_width=64, encoder_depth=2, encoder_heads=2, decoder_width=64, decoder_depth=2, decoder_heads=2,
-        num_latent_tokens=8, token_size=12, codebook_size=64, use_l2_norm=True, is_legacy=True,
+        image_size=64,
+        encoder_size="small",
+        decoder_size="small",
+        encoder_width=64,
+        encoder_depth=2,
+        encoder_heads=2,
+        decoder_width=64,
+        decoder_depth=2,
+        decoder_heads=2,
+        num_latent_tokens=8,
+        token_size=12,
+        codebook_size=64,
+        use_l2_norm=True,
+        is_legacy=True,
         finetune_decoder=True,
         pixel_decoder=VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 2, 2), z_channels=32),
     ),  # fmt: skip
@@ -70,7 +81,8 @@ def parse_arg(arg: Optional[str], **defaults) -> Dict[str, Any]:
             out[k] = type(out[k])(v) if out[k] is not None and not isinstance(out[k], bool) else v
         else:
             if item not in out or not isinstance(out[item], bool):
-                raise ValueError(f"unknown config flag {item!r}; known flags: {sorted(k for k, v in out.items() if isinstance(v, bool))}")
+                known = sorted(k for k, v in out.items() if isinstance(v, bool))
+                raise ValueError(f"unknown config flag {item!r}; known flags: {known}")
             out[item] = True
     return out
 

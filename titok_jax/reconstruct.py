@@ -18,12 +18,16 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config file, e.g. configs/titok_b64.py.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Model config file, e.g. configs/titok_b64.py.", lock_config=True
+)
 flags.DEFINE_string("checkpoint", None, "titok_jax Orbax checkpoint directory (from `port import` or training).")
 flags.DEFINE_string("weights", None, "Official weight file (.safetensors / hub folder; .bin with --allow-pickle).")
 flags.DEFINE_integer("random-init", None, "Use untrained random weights with this seed (pipeline check).")
 flags.DEFINE_bool("allow-pickle", False, "Allow reading PyTorch pickles via torch.load(weights_only=True).")
-flags.DEFINE_multi_string("images", None, "Image files or skimage:<name> / skimage:all (more may follow as positional args).")
+flags.DEFINE_multi_string(
+    "images", None, "Image files or skimage:<name> / skimage:all (more may follow as positional args)."
+)
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_integer("batch-size", 8, "Images per forward pass.")
 FLAGS = flags.FLAGS
@@ -64,7 +68,9 @@ def run(config, sources, out_dir, checkpoint=None, weights=None, random_init=Non
         _log(f"batch {i // batch_size + 1}/{-(-len(x) // batch_size)}: {len(t)} image(s) in {time.time() - t1:.1f}s")
     tokens, recon = np.concatenate(tokens), np.concatenate(recon).astype(np.float32)
     is_ids = np.issubdtype(tokens.dtype, np.integer)
-    np.save(os.path.join(out_dir, "ids.npy" if is_ids else "latents.npy"), tokens.astype(np.int32) if is_ids else tokens)
+    np.save(
+        os.path.join(out_dir, "ids.npy" if is_ids else "latents.npy"), tokens.astype(np.int32) if is_ids else tokens
+    )
     np.save(os.path.join(out_dir, "recon.npy"), recon)
     im.save_png(im.grid([x, recon]), os.path.join(out_dir, "grid.png"))
     for name, a, b in zip(names, x, recon):

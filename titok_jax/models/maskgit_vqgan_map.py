@@ -128,7 +128,9 @@ def maskgit_jax_name_map(c: VQGANConfig = VQGANConfig()) -> NameMap:
     for k, (_, fname, cin, cout) in enumerate(decoder_blocks(c)):
         rules += res(f"decoder/ResBlock_{k}", ("decoder", fname), cin, cout)
     for m in range(1, levels):
-        rules += [Rule(f"decoder/Conv_{m}/{x}", ("decoder", f"up_{levels - m}_upsample_conv", x)) for x in ("kernel", "bias")]
+        rules += [
+            Rule(f"decoder/Conv_{m}/{x}", ("decoder", f"up_{levels - m}_upsample_conv", x)) for x in ("kernel", "bias")
+        ]
     rules += [Rule(f"decoder/Conv_{levels}/{x}", ("decoder", "conv_out", x)) for x in ("kernel", "bias")]
     rules += [Rule(f"decoder/GroupNorm_0/{x}", ("decoder", "norm_out", x)) for x in ("scale", "bias")]
     rules.append(Rule("quantizer/codebook", ("quantize", "embedding")))

@@ -96,9 +96,12 @@ class TiTokConfig:
             errors.append("finetune_decoder=True needs the legacy proxy-code head (is_legacy=True)")
         if self.image_size % self.patch_size or self.image_size % self.decoder_patch_size:
             errors.append(f"image_size {self.image_size} is not a multiple of the patch size")
-        if self.is_legacy and (self.image_size // self.decoder_patch_size) != (
-            self.image_size // self.pixel_decoder.downsample_factor
-        ) and self.finetune_decoder:
+        if (
+            self.is_legacy
+            and (self.image_size // self.decoder_patch_size)
+            != (self.image_size // self.pixel_decoder.downsample_factor)
+            and self.finetune_decoder
+        ):
             errors.append("the decoder grid must equal the pixel decoder's latent grid")
         if errors:
             raise ValueError("invalid TiTok config: " + "; ".join(errors))
@@ -127,9 +130,7 @@ class TiTokConfig:
     @property
     def is_standard_size(self) -> bool:
         """True when the official classes can build this model (sizes come only from the table)."""
-        return not any(
-            getattr(self, f"{s}_{k}") for s in ("encoder", "decoder") for k in ("width", "depth", "heads")
-        )
+        return not any(getattr(self, f"{s}_{k}") for s in ("encoder", "decoder") for k in ("width", "depth", "heads"))
 
     @classmethod
     def from_dict(cls, d) -> "TiTokConfig":

@@ -18,7 +18,10 @@ def _ln(torch_prefix: str, path: Tuple[str, ...]) -> List[Rule]:
 
 
 def _dense(torch_prefix: str, path: Tuple[str, ...], transform: str = "linear") -> List[Rule]:
-    return [Rule(f"{torch_prefix}.weight", path + ("kernel",), transform), Rule(f"{torch_prefix}.bias", path + ("bias",))]
+    return [
+        Rule(f"{torch_prefix}.weight", path + ("kernel",), transform),
+        Rule(f"{torch_prefix}.bias", path + ("bias",)),
+    ]
 
 
 def block_rules(torch_prefix: str, path: Tuple[str, ...]) -> List[Rule]:

@@ -198,9 +198,7 @@ class NameMap:
 
 
 def prefixed(rules: Iterable[Rule], external_prefix: str, flax_prefix: FlaxPath) -> List[Rule]:
-    return [
-        Rule(external_prefix + r.external_key, tuple(flax_prefix) + r.flax_path, r.transform) for r in rules
-    ]
+    return [Rule(external_prefix + r.external_key, tuple(flax_prefix) + r.flax_path, r.transform) for r in rules]
 
 
 def merge(name: str, *maps: NameMap, rules: Optional[List[Rule]] = None) -> NameMap:

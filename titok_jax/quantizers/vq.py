@@ -94,6 +94,7 @@ class VectorQuantizer(nn.Module):
             "commitment_loss": commitment,
             "codebook_loss": codebook_loss,
             "min_encoding_indices": ids,
+            **codebook_usage(ids, self.codebook_size),
         }
         return z_st, result
 

@@ -1,0 +1,57 @@
+"""Shared test helpers: where the official fixtures live and how outputs are compared."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("TITOK_SHARED_DIR", REPO.parent / "shared"))
+FIXTURES = SHARED / "fixtures" / "official"
+
+
+def fixture_dir(*parts: str) -> pathlib.Path:
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"official fixture {path} not found: the tests need ../shared beside the checkout "
+            "(or TITOK_SHARED_DIR pointing at it)"
+        )
+    return path
+
+
+def load_st(path) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def max_abs(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, f"shape {a.shape} != {b.shape}"
+    return float(np.max(np.abs(a - b)))
+
+
+# Parity tolerance (float32): 1e-5 absolute, scaled by the output magnitude when it exceeds 1
+# (the ~25-conv VQGAN pixel decoder returns values up to ~3.5 on the random fixtures; two
+# independent float32 implementations differ by a few ulps per layer there).
+ATOL = 1e-5
+
+
+def assert_parity(ours, ref, name: str, atol: float = ATOL, scale_ref=None) -> float:
+    """max|ours - ref| <= atol * max(1, max|scale_ref|); scale_ref defaults to ref (for clamped
+    outputs pass the unclamped signal, whose magnitude sets the float32 error)."""
+    ref = np.asarray(ref)
+    s_ref = ref if scale_ref is None else np.asarray(scale_ref)
+    scale = max(1.0, float(np.max(np.abs(s_ref)))) if s_ref.size else 1.0
+    err = max_abs(ours, ref)
+    assert err <= atol * scale, f"{name}: max|diff| {err:.3g} > {atol * scale:.3g} (max|ref| {scale:.3g})"
+    return err
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    return SHARED
