@@ -1,7 +1,11 @@
-"""titok_bl128_vq8k. Usage: --config=configs/titok_bl128_vq8k.py[:dtype=bfloat16,seed=N]."""
+"""titok_bl128_vq8k: model + official training recipe.
+
+Usage: --config=configs/titok_bl128_vq8k.py[:dtype=bfloat16,seed=N]; every field can be overridden with
+--config.<key>=<value> (e.g. --config.data.data_dir=..., --config.teacher.checkpoint=...).
+"""
 
 from titok_jax import presets
 
 
 def get_config(arg=None):
-    return presets.tokenizer_config("titok_bl128_vq8k", arg)
+    return presets.training_config("titok_bl128_vq8k", arg)

@@ -1,7 +1,11 @@
-"""titok_ll32_vae_c16. Usage: --config=configs/titok_ll32_vae_c16.py[:dtype=bfloat16,seed=N]."""
+"""titok_ll32_vae_c16: model + official training recipe.
+
+Usage: --config=configs/titok_ll32_vae_c16.py[:dtype=bfloat16,seed=N]; every field can be overridden with
+--config.<key>=<value> (e.g. --config.data.data_dir=..., --config.teacher.checkpoint=...).
+"""
 
 from titok_jax import presets
 
 
 def get_config(arg=None):
-    return presets.tokenizer_config("titok_ll32_vae_c16", arg)
+    return presets.training_config("titok_ll32_vae_c16", arg)

@@ -1,7 +1,11 @@
-"""titok_s128. Usage: --config=configs/titok_s128.py[:stage1,dtype=bfloat16,seed=N]."""
+"""titok_s128: model + official training recipe.
+
+Usage: --config=configs/titok_s128.py[:stage1,dtype=bfloat16,seed=N]; every field can be overridden with
+--config.<key>=<value> (e.g. --config.data.data_dir=..., --config.teacher.checkpoint=...).
+"""
 
 from titok_jax import presets
 
 
 def get_config(arg=None):
-    return presets.tokenizer_config("titok_s128", arg)
+    return presets.training_config("titok_s128", arg)

@@ -84,3 +84,33 @@ def load_params(ckpt_dir: str, abstract: Any = None, step: Optional[int] = None)
                 f"checkpoint {ckpt_dir} (step {step}) does not fit the model of this config: {e}"
             ) from None
     return out.params
+
+
+def load_subtrees(ckpt_dir: str, target: Any, step: Optional[int] = None) -> Any:
+    """Orbax *partial* restore of some top-level subtrees of the ``params`` item.
+
+    ``target``: ``{name: tree of arrays or ShapeDtypeStruct}`` — only these subtrees are read, with
+    the shapes (and shardings, when the leaves carry them) of ``target``.
+    """
+    step = latest_step(ckpt_dir) if step is None else step
+
+    def spec(x):
+        sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    item = jax.tree.map(spec, dict(target))
+    with _manager(ckpt_dir) as mngr:
+        try:
+            out = mngr.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.PyTreeRestore(
+                        item=item,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                        partial_restore=True,
+                    )
+                ),
+            )
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"{ckpt_dir} (step {step}) lacks or mismatches the requested subtrees: {e}") from None
+    return dict(out.params)

@@ -57,6 +57,24 @@ MODELS: Dict[str, Any] = {
         pixel_decoder=VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 2, 2), z_channels=32),
     ),  # fmt: skip
     "maskgit_vqgan_tiny": VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 1, 2, 2), z_channels=32),
+    # Tiny single-stage (pixel head) TiTok, the shape of the official vq8k fixture.
+    "titok_tiny_vq": TiTokConfig(
+        image_size=64,
+        encoder_size="base",
+        decoder_size="large",
+        encoder_width=32,
+        encoder_depth=2,
+        encoder_heads=2,
+        decoder_width=64,
+        decoder_depth=2,
+        decoder_heads=2,
+        num_latent_tokens=8,
+        token_size=16,
+        codebook_size=256,
+        use_l2_norm=False,
+        is_legacy=False,
+        finetune_decoder=False,
+    ),  # fmt: skip
 }
 
 IMAGE_SIZES = {"maskgit_vqgan": 256, "maskgit_vqgan_tiny": 64}
@@ -118,3 +136,55 @@ def model_config_from(config: ml_collections.ConfigDict):
     if kind == "maskgit_vqgan":
         return VQGANConfig.from_dict(d)
     raise ValueError(f"unknown model_kind {kind!r}; expected 'titok' or 'maskgit_vqgan'")
+
+
+# ----------------------------------------------------------------------------------------------
+# Training configs (python -m titok_jax.main). Official recipe: official_titok.md sections 5-6.
+def _optim(**kw) -> dict:
+    base = dict(
+        num_steps=1_000_000, batch_size=256, lr=1e-4, end_lr=1e-5, warmup_steps=10_000, b1=0.9, b2=0.99,
+        weight_decay=1e-4, grad_clip=1.0, ema_decay=0.999, grad_accum_steps=1,
+        log_every=50, checkpoint_every=5_000, eval_every=10_000, keep_checkpoints=3,
+    )  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def _pixel_losses(**kw) -> dict:
+    base = dict(
+        reconstruction_weight=1.0, perceptual_weight=0.1, perceptual_checkpoint="", disc_weight=0.01,
+        disc_factor=1.0, disc_start=20_000, disc_lr=1e-4, lecam_weight=0.001, lecam_decay=0.999,
+    )  # fmt: skip
+    base.update(kw)
+    return base
+
+
+def training_config(name: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Model preset + the full training recipe (stages, data, optimiser, losses, mesh, logging)."""
+    config = tokenizer_config(name, arg)
+    model = MODELS[name]
+    legacy = isinstance(model, TiTokConfig) and model.is_legacy
+    if legacy:
+        config.stages = ("stage1", "stage2") if config.model.finetune_decoder else ("stage1",)
+    else:
+        config.stages = ("single_stage",)
+    config.mesh = (-1, 1)  # (data, fsdp); -1 = all remaining devices
+    config.remat = False
+    config.data = ml_collections.ConfigDict(dict(source="tfds", name="imagenet2012", split="train",
+                                                 eval_split="validation", data_dir=""))  # fmt: skip
+    config.eval = ml_collections.ConfigDict(dict(batch_size=8))
+    config.teacher = ml_collections.ConfigDict(dict(checkpoint="", model=VQGANConfig().to_dict()))
+    config.discriminator = ml_collections.ConfigDict({})
+    config.stage1 = ml_collections.ConfigDict(dict(name="stage1", quantizer_weight=1.0, **_optim()))
+    config.stage2 = ml_collections.ConfigDict(
+        dict(name="stage2", init_from="", **_optim(num_steps=500_000, warmup_steps=5_000, b2=0.999), **_pixel_losses())
+    )
+    config.single_stage = ml_collections.ConfigDict(
+        dict(name="single_stage", quantizer_weight=1.0, **_optim(num_steps=500_000, warmup_steps=5_000, b2=0.999),
+             **_pixel_losses())
+    )  # fmt: skip
+    config.teacher_train = ml_collections.ConfigDict(
+        dict(name="teacher", quantizer_weight=1.0, commitment_cost=0.25,
+             **_optim(num_steps=500_000, warmup_steps=5_000, b2=0.999), **_pixel_losses())
+    )  # fmt: skip
+    return config

@@ -39,6 +39,8 @@ TRANSFORMS: Dict[str, Tuple[Callable, Callable]] = {
     "conv": (lambda w: w.transpose(2, 3, 1, 0), lambda k: k.transpose(3, 2, 0, 1)),
     # torch 1x1 Conv2d weight [out, in, 1, 1] <-> Dense kernel [in, out]
     "conv1x1_dense": (lambda w: w[:, :, 0, 0].T, lambda k: k.T[:, :, None, None]),
+    # torch per-channel [C, 1, 1] (broadcast over NCHW, e.g. ConvNeXt layer_scale) <-> [C]
+    "c11_vector": (lambda w: w[:, 0, 0], lambda v: v[:, None, None]),
 }
 
 

@@ -1,0 +1,42 @@
+"""The embedded demo: the whole two-stage pipeline at tiny scale on the photographs bundled with
+scikit-image, on a 2-core CPU in minutes, fully offline.
+
+teacher (a tiny MaskGIT-VQGAN trained on the photos, since the ImageNet teacher cannot be
+downloaded here) -> stage 1 (proxy codes) -> stage 2 (decoder fine-tuning with MSE + hinge GAN +
+LeCam). The perceptual loss is off (its ConvNeXt-S ImageNet weights are not available offline);
+the run logs that. Each stage writes WORKDIR/<stage>/recon_final.png (held-out originals on top,
+reconstructions below) and reports PSNR before/after.
+
+    python -m titok_jax.main --config=configs/demo.py --workdir=out/demo_run
+"""
+
+from titok_jax import presets
+
+
+def get_config(arg=None):
+    a = presets.parse_arg(arg, steps_scale=1.0, seed=0)
+    config = presets.training_config("titok_tiny", f"seed={a['seed']}")
+    config.model_name = "demo (titok_tiny)"
+    config.stages = ("teacher", "stage1", "stage2")
+    config.data = dict(source="photos", split="train", eval_split="eval", min_scale=0.125)
+    config.eval.batch_size = 8
+    config.teacher.model = presets.MODELS["maskgit_vqgan_tiny"].to_dict()
+    config.teacher.checkpoint = ""  # trained by the 'teacher' stage
+    config.discriminator = dict(hidden_channels=32, num_stages=2)
+
+    def scale(n):
+        return max(1, int(n * a["steps_scale"]))
+
+    common = dict(batch_size=8, log_every=25, eval_every=0, keep_checkpoints=2, grad_accum_steps=1, ema_decay=0.99)
+    config.teacher_train.update(
+        dict(num_steps=scale(400), warmup_steps=scale(20), checkpoint_every=scale(200), lr=1e-3, end_lr=1e-4,
+             perceptual_weight=0.0, disc_start=scale(300), disc_lr=1e-4, **common)
+    )  # fmt: skip
+    config.stage1.update(
+        dict(num_steps=scale(400), warmup_steps=scale(20), checkpoint_every=scale(200), lr=1e-3, end_lr=1e-4, **common)
+    )
+    config.stage2.update(
+        dict(num_steps=scale(200), warmup_steps=scale(10), checkpoint_every=scale(100), lr=3e-4, end_lr=3e-5,
+             perceptual_weight=0.0, disc_start=scale(100), **common)
+    )  # fmt: skip
+    return config

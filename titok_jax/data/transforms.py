@@ -1,0 +1,98 @@
+"""Per-example decoding and augmentation (numpy + PIL, no TensorFlow).
+
+Every random choice comes from the ``np.random.Generator`` passed in, so an example's output is a
+pure function of (image, rng seed): the loader seeds one generator per global stream position.
+
+* ``train_transform`` with ``min_scale=None`` is the official 1d-tokenizer training transform
+  (``data/webdataset_reader.py``): resize the shorter side to ``size`` (bicubic, antialiased: PIL's
+  resampling filters widen with the scale factor, like torchvision ``Resize`` on PIL images),
+  random ``size`` x ``size`` crop, horizontal flip with p = 0.5, float32 in [0, 1].
+* ``train_transform`` with ``min_scale=s`` (0 < s <= 1) is a random-resized-crop for tiny demo
+  resolutions (e.g. 64 px crops of 512 px photographs): a square crop whose side is uniform in
+  [s, 1] x the image's shorter side, at a uniform random position, resized to ``size`` (bicubic,
+  antialiased), then the same flip. Not part of the official recipe.
+* ``eval_transform`` is ``titok_jax.images.resize_center_crop`` (the official eval transform).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from titok_jax.images import resize_center_crop
+
+
+def to_pil(image: Any) -> Image.Image:
+    """uint8 array (HW, HW1, HW3, HW4) / encoded bytes / file path / PIL image -> RGB PIL image.
+
+    Raises (OSError, ValueError, PIL.UnidentifiedImageError, ...) on unreadable input; the loader
+    turns those into skipped examples.
+    """
+    if isinstance(image, Image.Image):
+        img = image
+    elif isinstance(image, (bytes, bytearray, memoryview)):
+        img = Image.open(io.BytesIO(bytes(image)))
+        img.load()
+    elif isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            img = Image.open(f)
+            img.load()
+    elif isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image array, got dtype {image.dtype}")
+        arr = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+            raise ValueError(f"expected an image array [H, W], [H, W, 1|3|4]; got shape {image.shape}")
+        img = Image.fromarray(arr)
+    else:
+        raise TypeError(f"cannot decode an image from {type(image).__name__}")
+    if img.width < 1 or img.height < 1:
+        raise ValueError(f"empty image ({img.width}x{img.height})")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is ``size`` (same rounding as torchvision and ``resize_center_crop``)."""
+    w, h = img.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
+    return img
+
+
+def _to_float(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+def train_transform(
+    img: Image.Image, size: int, rng: np.random.Generator, *, min_scale: Optional[float] = None, flip: bool = True
+) -> np.ndarray:
+    """RGB PIL image -> float32 [size, size, 3] in [0, 1] (see the module docstring)."""
+    if min_scale is None:
+        img = resize_shorter(img, size)
+        w, h = img.size
+        top = int(rng.integers(0, h - size + 1))
+        left = int(rng.integers(0, w - size + 1))
+        img = img.crop((left, top, left + size, top + size))
+    else:
+        w, h = img.size
+        short = min(w, h)
+        side = max(1, min(short, int(round(float(rng.uniform(min_scale, 1.0)) * short))))
+        top = int(rng.integers(0, h - side + 1))
+        left = int(rng.integers(0, w - side + 1))
+        img = img.resize((size, size), Image.BICUBIC, box=(left, top, left + side, top + side))
+    if flip and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return _to_float(img)
+
+
+def eval_transform(img: Image.Image, size: int) -> np.ndarray:
+    """Official eval transform: resize the shorter side to ``size``, center crop, float32 [0, 1]."""
+    return resize_center_crop(img, size)

@@ -1,0 +1,246 @@
+"""The one training loop every stage plugs into.
+
+Mesh -> data -> abstract state (``jax.eval_shape``) -> shardings -> jitted init (params born
+sharded) or exact restore -> jitted, donated step. I/O stays here: data, Orbax checkpoints
+(async, keep-N, atomic; the data-iterator position is saved with the state), metrics, image grids,
+preemption (SIGTERM/SIGINT save and exit), NaN/Inf detection (stop, keep the last good checkpoint).
+Re-running the same command resumes a stage exactly or skips it when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any, Dict, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from titok_jax import checkpoint
+from titok_jax import images as im
+from titok_jax.train import sharding as shd
+from titok_jax.train.metrics_io import MetricWriter, Progress
+from titok_jax.train.stages import Stage, final_dir
+
+log = logging.getLogger("titok_jax.train")
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+class Preempted(RuntimeError):
+    """Raised after a SIGTERM/SIGINT-triggered save; rerun the command to resume."""
+
+
+class _StopFlag:
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: give up immediately
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nreceived signal {signum}: saving a checkpoint after the current step, then exiting", flush=True)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _stage_seed(config, stage: Stage) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(config.seed), sum(map(ord, stage.name)))
+
+
+def _done_path(workdir: str, stage: str) -> str:
+    return os.path.join(workdir, stage, "DONE.json")
+
+
+def stage_done(workdir: str, stage: str) -> Optional[dict]:
+    p = _done_path(workdir, stage)
+    if os.path.exists(p):
+        with open(p) as f:
+            return json.load(f)
+    return None
+
+
+def _to_host(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def _check_finite(metrics: Dict[str, Any], step: int, last_good: Optional[int]) -> None:
+    loss = float(np.asarray(metrics["loss"]))
+    if not np.isfinite(loss):
+        where = f"step {last_good}" if last_good is not None else "none yet"
+        raise TrainingError(
+            f"loss is {loss} at step {step}: stopping. The last good checkpoint ({where}) is kept; lower the learning "
+            "rate or check the data, then rerun to resume from it."
+        )
+
+
+def _eval(stage, state, batch, aux, recon_fn) -> Dict[str, Any]:
+    recon = np.asarray(recon_fn(state, batch, aux), np.float32)
+    orig = np.asarray(batch["image"], np.float32)
+    return {"psnr": float(np.mean(im.psnr(orig, np.clip(recon, 0, 1)))), "grid": im.grid([orig, recon])}
+
+
+def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Optional[int] = None) -> Dict[str, Any]:
+    """Run (or resume, or skip) one stage; returns its summary (PSNR before/after, steps, time)."""
+    from titok_jax import data as data_lib
+
+    done = stage_done(workdir, stage.name)
+    if done is not None:
+        print(f"[{stage.name}] already complete ({_done_path(workdir, stage.name)}): skipping", flush=True)
+        return done
+    sc = stage.sc
+    mesh = mesh or shd.make_mesh(tuple(config.mesh))
+    shd.check_batch_size(sc.batch_size, mesh)
+    sdir = os.path.abspath(os.path.join(workdir, stage.name))
+    os.makedirs(sdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(os.path.join(sdir, "logs"), enabled=is_main)
+    t_start = time.time()
+
+    # Data: each process reads its own shard; the global batch is assembled as one jax.Array.
+    pidx, pcount = jax.process_index(), jax.process_count()
+    common = dict(image_size=stage.image_size, seed=config.seed, process_index=pidx, process_count=pcount)
+    loader = data_lib.make_loader(config.data, global_batch_size=sc.batch_size, train=True, **common)
+    eval_loader = data_lib.make_loader(config.data, global_batch_size=config.eval.batch_size, train=False, **common)
+    b_shard = shd.batch_sharding(mesh)
+    eval_batch = data_lib.to_global_array(next(iter(eval_loader)), mesh, b_shard.spec)
+
+    aux = stage.load_aux(workdir)
+    aux_shardings = shd.state_shardings(jax.eval_shape(lambda: aux), mesh)
+    aux = jax.device_put(aux, aux_shardings)
+
+    rng = _stage_seed(config, stage)
+    abstract = jax.eval_shape(stage.init_state, rng)
+    shardings = shd.state_shardings(abstract, mesh)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=sc.keep_checkpoints, create=True, enable_async_checkpointing=True
+    )
+    mngr = ocp.CheckpointManager(os.path.join(sdir, "checkpoints"), options=options)
+    latest = mngr.latest_step()
+    total = int(sc.num_steps)
+    summary: Dict[str, Any] = {"stage": stage.name}
+    if latest is not None:
+        restored = mngr.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                                                data=ocp.args.JsonRestore()))  # fmt: skip
+        state = restored.state
+        loader.set_state(restored.data["loaders"][str(pidx)] if "loaders" in restored.data else restored.data)
+        summary.update(restored.data.get("summary", {}))
+        print(f"[{stage.name}] resuming from step {latest} ({mngr.directory})", flush=True)
+    else:
+        state = jax.jit(stage.init_state, out_shardings=shardings)(rng)
+        state = jax.device_put(stage.handoff(state, workdir), shardings)
+        if is_main:
+            from clu import parameter_overview
+
+            print(parameter_overview.get_parameter_overview(_to_host(state.params), include_stats=False), flush=True)
+    recon_fn = jax.jit(stage.reconstruct, in_shardings=(shardings, b_shard, aux_shardings))
+    if "psnr_before" not in summary:
+        ev = _eval(stage, state, eval_batch, aux, recon_fn)
+        summary["psnr_before"] = ev["psnr"]
+        writer.write_images(int(state.step), {"recon": ev["grid"]})
+        print(f"[{stage.name}] eval PSNR before training: {ev['psnr']:.2f} dB", flush=True)
+
+    step_fn = jax.jit(
+        stage.train_step,
+        in_shardings=(shardings, b_shard, aux_shardings),
+        out_shardings=(shardings, shd.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    start = int(jax.device_get(state.step))
+    stop_at = total if max_steps is None else min(total, start + max_steps)
+    progress = Progress(start, total)
+    it = iter(loader)
+    last_good = latest
+    pending = None  # (step, metrics) of the previous step, read one step late
+
+    def save(step, metrics_now):
+        _check_finite(_to_host(metrics_now), step, last_good)
+        data_state = {"loaders": {str(pidx): loader.get_state()}, "summary": summary}
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+
+    with _StopFlag() as stop:
+        for step in range(start, stop_at):
+            batch = data_lib.to_global_array(next(it), mesh, b_shard.spec)
+            with jax.profiler.StepTraceAnnotation(stage.name, step_num=step):
+                state, metrics = step_fn(state, batch, aux)
+            if pending is not None:
+                p_step, p_metrics = pending
+                host = _to_host(p_metrics)
+                _check_finite(host, p_step, last_good)
+                if p_step % sc.log_every == 0 or p_step == start + 1:
+                    timing = progress.mark(p_step)
+                    writer.write_scalars(p_step, {**host, **timing})
+                    if is_main:
+                        print(Progress.line(stage.name, p_step, total, host, timing), flush=True)
+            pending = (step + 1, metrics)
+            done_steps = step + 1
+            if done_steps % sc.checkpoint_every == 0 or done_steps == total or stop.signal is not None:
+                save(done_steps, metrics)
+                last_good = done_steps
+            if sc.eval_every and done_steps % sc.eval_every == 0 and done_steps != total:
+                ev = _eval(stage, state, eval_batch, aux, recon_fn)
+                writer.write_scalars(done_steps, {"eval_psnr": ev["psnr"]})
+                writer.write_images(done_steps, {"recon": ev["grid"]})
+                print(f"[{stage.name}] step {done_steps}: eval PSNR {ev['psnr']:.2f} dB", flush=True)
+            if stop.signal is not None:
+                mngr.wait_until_finished()
+                mngr.close()
+                writer.close()
+                raise Preempted(f"{stage.name}: saved step {done_steps} after signal {stop.signal}; rerun to resume")
+    mngr.wait_until_finished()
+    if pending is not None:
+        _check_finite(_to_host(pending[1]), pending[0], last_good)
+    skipped = loader.stats() if hasattr(loader, "stats") else {}
+    if int(jax.device_get(state.step)) < total:  # max_steps stopped early (tests, benchmarks)
+        mngr.close()
+        writer.close()
+        summary["stopped_at"] = int(jax.device_get(state.step))
+        return summary
+
+    ev = _eval(stage, state, eval_batch, aux, recon_fn)
+    summary.update(psnr_after=ev["psnr"], steps=total, seconds=time.time() - t_start)
+    writer.write_scalars(total, {"eval_psnr": ev["psnr"]})
+    writer.write_images(total, {"recon": ev["grid"]})
+    if is_main:
+        im.save_png(ev["grid"], os.path.join(sdir, "recon_final.png"))
+    print(f"[{stage.name}] done: eval PSNR {summary['psnr_before']:.2f} -> {ev['psnr']:.2f} dB", flush=True)
+    if skipped and skipped.get("skipped"):
+        print(f"[{stage.name}] skipped unreadable images: {skipped['skipped']}", flush=True)
+        summary["skipped_images"] = [list(map(str, s)) for s in skipped["skipped"]]
+    # Hand-off checkpoint for the next stages: final (EMA) params in the `port import` format.
+    final = stage.final_params(state)
+    fdir = final_dir(workdir, stage.name)
+    if not os.path.isdir(fdir):
+        checkpoint.save_params(fdir, final, {"stage": stage.name, "step": total, "model_config": _model_meta(stage)})
+    mngr.close()
+    writer.close()
+    if is_main:
+        tmp = _done_path(workdir, stage.name) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(tmp, _done_path(workdir, stage.name))
+    return summary
+
+
+def _model_meta(stage) -> Any:
+    cfg = getattr(stage, "model_config", None)
+    return cfg.to_dict() if cfg is not None else None
