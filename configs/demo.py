@@ -18,9 +18,12 @@ def get_config(arg=None):
     config = presets.training_config("titok_tiny", f"seed={a['seed']}")
     config.model_name = "demo (titok_tiny)"
     config.stages = ("teacher", "stage1", "stage2")
-    config.data = dict(source="photos", split="train", eval_split="eval", min_scale=0.125)
+    config.data = presets.data_config(source="photos", split="train", eval_split="eval", min_scale=0.125)
     config.eval.batch_size = 8
-    config.teacher.model = presets.MODELS["maskgit_vqgan_tiny"].to_dict()
+    # One res block per level (the tiny preset has 2) keeps the conv teacher/pixel decoder CPU-cheap;
+    # the teacher doubles as stage 2's pixel decoder, so both must agree.
+    config.model.pixel_decoder.num_res_blocks = 1
+    config.teacher.model = dict(presets.MODELS["maskgit_vqgan_tiny"].to_dict(), num_res_blocks=1)
     config.teacher.checkpoint = ""  # trained by the 'teacher' stage
     config.discriminator = dict(hidden_channels=32, num_stages=2)
 
@@ -29,14 +32,14 @@ def get_config(arg=None):
 
     common = dict(batch_size=8, log_every=25, eval_every=0, keep_checkpoints=2, grad_accum_steps=1, ema_decay=0.99)
     config.teacher_train.update(
-        dict(num_steps=scale(400), warmup_steps=scale(20), checkpoint_every=scale(200), lr=1e-3, end_lr=1e-4,
-             perceptual_weight=0.0, disc_start=scale(300), disc_lr=1e-4, **common)
+        dict(num_steps=scale(300), warmup_steps=scale(20), checkpoint_every=scale(100), lr=1e-3, end_lr=1e-4,
+             perceptual_weight=0.0, disc_start=scale(240), disc_lr=1e-4, **common)
     )  # fmt: skip
     config.stage1.update(
-        dict(num_steps=scale(400), warmup_steps=scale(20), checkpoint_every=scale(200), lr=1e-3, end_lr=1e-4, **common)
+        dict(num_steps=scale(300), warmup_steps=scale(20), checkpoint_every=scale(100), lr=1e-3, end_lr=1e-4, **common)
     )
     config.stage2.update(
-        dict(num_steps=scale(200), warmup_steps=scale(10), checkpoint_every=scale(100), lr=3e-4, end_lr=3e-5,
-             perceptual_weight=0.0, disc_start=scale(100), **common)
+        dict(num_steps=scale(150), warmup_steps=scale(10), checkpoint_every=scale(50), lr=3e-4, end_lr=3e-5,
+             perceptual_weight=0.0, disc_start=scale(50), **common)
     )  # fmt: skip
     return config

@@ -4,4 +4,4 @@ from titok_jax import presets
 
 
 def get_config(arg=None):
-    return presets.tokenizer_config("titok_tiny", arg)
+    return presets.training_config("titok_tiny", arg)

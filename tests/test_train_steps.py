@@ -138,3 +138,41 @@ def test_schedule_and_ema_rules():
     ema = optim.ema_update(ema, {"w": jnp.zeros(())}, 1, 0.999)  # decay (1+1)/(10+1)
     np.testing.assert_allclose(float(ema["w"]), 2 / 11, rtol=1e-6)
     assert float(optim.ema_decay(10_000, 0.999)) == pytest.approx(0.999)
+
+
+def test_stage2_handoff_from_stage1_and_teacher(tmp_path):
+    """Stage 2 starts from stage 1's (EMA) encoder/quantizer/decoder exactly and from the teacher's
+    decoder + codebook, restored with Orbax partial restore from the hand-off checkpoints."""
+    from titok_jax import checkpoint
+
+    config = tiny_config()
+    teacher = make_stage("teacher", config).init_params(jax.random.key(11))
+    checkpoint.save_params(str(tmp_path / "teacher_ckpt"), teacher, {"what": "test teacher"})
+    config.teacher.checkpoint = str(tmp_path / "teacher_ckpt")
+    s1 = make_stage("stage1", config).init_params(jax.random.key(12))
+    checkpoint.save_params(str(tmp_path / "work" / "stage1" / "final"), s1, {"what": "test stage1"})
+    stage = make_stage("stage2", config)
+    state = stage.handoff(jax.jit(stage.init_state)(jax.random.key(0)), str(tmp_path / "work"))
+    got = flatten(jax.device_get(state.params))
+    for key in ("latent_tokens", "encoder", "quantize", "decoder"):
+        for path, a in flatten({key: s1[key]}).items():
+            np.testing.assert_array_equal(got[path], a, err_msg="/".join(path))
+    for path, a in flatten({"pixel_decoder": teacher["decoder"]}).items():
+        np.testing.assert_array_equal(got[path], a, err_msg="/".join(path))
+    np.testing.assert_array_equal(got[("pixel_quantize", "embedding")], teacher["quantize"]["embedding"])
+    assert flatten(jax.device_get(state.ema_params)).keys() == got.keys()
+
+
+def test_gradient_accumulation_applies_every_k_steps():
+    config = tiny_config(grad_accum_steps=2, warmup_steps=0)
+    stage = make_stage("stage1", config)
+    aux = teacher_aux(config)
+    state = jax.jit(stage.init_state)(jax.random.key(0))
+    step = jax.jit(stage.train_step)
+    p0 = flatten(jax.device_get(state.params))
+    state, _ = step(state, images(seed=1), aux)
+    p1 = flatten(jax.device_get(state.params))
+    assert all(np.array_equal(p0[k], p1[k]) for k in p0), "first micro-step must only accumulate"
+    state, _ = step(state, images(seed=2), aux)
+    p2 = flatten(jax.device_get(state.params))
+    assert any(not np.array_equal(p1[k], p2[k]) for k in p1)

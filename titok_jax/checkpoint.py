@@ -36,11 +36,31 @@ def save_params(ckpt_dir: str, params: Any, meta: Dict[str, Any], step: int = 0)
     return os.path.join(ckpt_dir, str(step))
 
 
-def _manager(ckpt_dir: str) -> ocp.CheckpointManager:
+def _manager(ckpt_dir: str, pytree: bool = False) -> ocp.CheckpointManager:
+    """Read-only manager; ``pytree=True`` reads ``params`` with the PyTree handler (partial restore)."""
     ckpt_dir = os.path.abspath(ckpt_dir)
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(f"checkpoint directory not found: {ckpt_dir}")
-    return ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=False, read_only=True))
+    params_handler = ocp.PyTreeCheckpointHandler() if pytree else ocp.StandardCheckpointHandler()
+    return ocp.CheckpointManager(
+        ckpt_dir,
+        options=ocp.CheckpointManagerOptions(create=False, read_only=True),
+        item_handlers={"params": params_handler, "meta": ocp.JsonCheckpointHandler()},
+    )
+
+
+def _short(e: Exception, limit: int = 400) -> str:
+    msg = str(e)
+    return msg if len(msg) <= limit else msg[:limit] + " ..."
+
+
+def abstract_from_metadata(ckpt_dir: str, step: Optional[int] = None) -> Any:
+    """Shapes/dtypes stored in a checkpoint, placed on this process's first device (any topology)."""
+    step = latest_step(ckpt_dir) if step is None else step
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    with _manager(ckpt_dir) as mngr:
+        meta = mngr.item_metadata(step)["params"]
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), meta)
 
 
 def latest_step(ckpt_dir: str) -> int:
@@ -57,31 +77,31 @@ def load_meta(ckpt_dir: str, step: Optional[int] = None) -> Dict[str, Any]:
         return dict(mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
 
 
+def _with_sharding(x) -> jax.ShapeDtypeStruct:
+    sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
 def load_params(ckpt_dir: str, abstract: Any = None, step: Optional[int] = None) -> Any:
-    """Restore the parameter tree. ``abstract``: a tree of ShapeDtypeStruct (shapes are checked)."""
+    """Restore the parameter tree.
+
+    ``abstract``: a tree of ShapeDtypeStruct (shapes are checked; shardings, when given, place the
+    arrays). Without it the stored shapes are used and everything lands on this process's first
+    device, whatever topology wrote the checkpoint.
+    """
     step = latest_step(ckpt_dir) if step is None else step
     with _manager(ckpt_dir) as mngr:
         if step not in mngr.all_steps():
             raise CheckpointError(f"{ckpt_dir} has no step {step}; available: {sorted(mngr.all_steps())}")
-        if abstract is None:
-            restore = ocp.args.StandardRestore()
-        else:
-            abstract = jax.tree.map(
-                lambda x: (
-                    jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
-                    if getattr(x, "sharding", None) is not None
-                    else jax.ShapeDtypeStruct(
-                        x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])
-                    )
-                ),
-                abstract,
-            )
-            restore = ocp.args.StandardRestore(abstract)
+    if abstract is None:
+        abstract = abstract_from_metadata(ckpt_dir, step)
+    restore = ocp.args.StandardRestore(jax.tree.map(_with_sharding, abstract))
+    with _manager(ckpt_dir) as mngr:
         try:
             out = mngr.restore(step, args=ocp.args.Composite(params=restore))
         except (ValueError, KeyError) as e:
             raise CheckpointError(
-                f"checkpoint {ckpt_dir} (step {step}) does not fit the model of this config: {e}"
+                f"checkpoint {ckpt_dir} (step {step}) does not fit the model of this config: {_short(e)}"
             ) from None
     return out.params
 
@@ -94,12 +114,8 @@ def load_subtrees(ckpt_dir: str, target: Any, step: Optional[int] = None) -> Any
     """
     step = latest_step(ckpt_dir) if step is None else step
 
-    def spec(x):
-        sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
-
-    item = jax.tree.map(spec, dict(target))
-    with _manager(ckpt_dir) as mngr:
+    item = jax.tree.map(_with_sharding, dict(target))
+    with _manager(ckpt_dir, pytree=True) as mngr:
         try:
             out = mngr.restore(
                 step,
@@ -112,5 +128,7 @@ def load_subtrees(ckpt_dir: str, target: Any, step: Optional[int] = None) -> Any
                 ),
             )
         except (ValueError, KeyError) as e:
-            raise CheckpointError(f"{ckpt_dir} (step {step}) lacks or mismatches the requested subtrees: {e}") from None
+            raise CheckpointError(
+                f"{ckpt_dir} (step {step}) lacks or mismatches the requested subtrees: {_short(e)}"
+            ) from None
     return dict(out.params)

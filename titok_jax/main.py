@@ -36,6 +36,11 @@ def preflight(config, workdir: str) -> None:
     from titok_jax import data as data_lib
     from titok_jax.train import stages as stages_lib
 
+    if "stages" not in config:
+        raise ValueError(
+            f"{config.get('model_name', 'this config')} is a model-only config (for port/reconstruct); training needs "
+            "a training config such as configs/titok_b64.py or configs/demo.py"
+        )
     stages = list(config.stages)
     for name in stages:
         stages_lib.make_stage(name, config)  # validates the model/stage combination

@@ -159,6 +159,25 @@ def _pixel_losses(**kw) -> dict:
     return base
 
 
+_DATA_TYPES = dict(num_epochs=int, min_scale=float, num_threads=int, prefetch=int, photos=tuple, eval_fraction=float,
+                   max_skip=int, split=str, eval_split=str, path=str, eval_path=str, name=str, data_dir=str,
+                   image_key=str, label_key=str, name_key=str, source=str, shuffle=bool, flip=bool)  # fmt: skip
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+    """Every key of ``titok_jax.data`` (documented there), typed so ``--config.data.<key>=`` works."""
+    from titok_jax.data.config import DEFAULTS
+
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown data config keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    d = ml_collections.ConfigDict()
+    for k, default in DEFAULTS.items():
+        v = overrides.get(k, default)
+        d[k] = ml_collections.config_dict.placeholder(_DATA_TYPES[k]) if v is None else v
+    return d
+
+
 def training_config(name: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
     """Model preset + the full training recipe (stages, data, optimiser, losses, mesh, logging)."""
     config = tokenizer_config(name, arg)
@@ -170,8 +189,7 @@ def training_config(name: str, arg: Optional[str] = None) -> ml_collections.Conf
         config.stages = ("single_stage",)
     config.mesh = (-1, 1)  # (data, fsdp); -1 = all remaining devices
     config.remat = False
-    config.data = ml_collections.ConfigDict(dict(source="tfds", name="imagenet2012", split="train",
-                                                 eval_split="validation", data_dir=""))  # fmt: skip
+    config.data = data_config(source="tfds", name="imagenet2012", split="train", eval_split="validation")
     config.eval = ml_collections.ConfigDict(dict(batch_size=8))
     config.teacher = ml_collections.ConfigDict(dict(checkpoint="", model=VQGANConfig().to_dict()))
     config.discriminator = ml_collections.ConfigDict({})

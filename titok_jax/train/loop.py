@@ -92,8 +92,8 @@ def _check_finite(metrics: Dict[str, Any], step: int, last_good: Optional[int]) 
 
 
 def _eval(stage, state, batch, aux, recon_fn) -> Dict[str, Any]:
-    recon = np.asarray(recon_fn(state, batch, aux), np.float32)
-    orig = np.asarray(batch["image"], np.float32)
+    orig, recon = recon_fn(state, batch, aux)
+    orig, recon = np.asarray(orig, np.float32), np.asarray(recon, np.float32)
     return {"psnr": float(np.mean(im.psnr(orig, np.clip(recon, 0, 1)))), "grid": im.grid([orig, recon])}
 
 
@@ -151,8 +151,14 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
         if is_main:
             from clu import parameter_overview
 
-            print(parameter_overview.get_parameter_overview(_to_host(state.params), include_stats=False), flush=True)
-    recon_fn = jax.jit(stage.reconstruct, in_shardings=(shardings, b_shard, aux_shardings))
+            shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+            print(parameter_overview.get_parameter_overview(shapes, include_stats=False), flush=True)
+    # Eval outputs come back replicated so every process can read them (multi-host safe).
+    recon_fn = jax.jit(
+        lambda st, b, a: (b["image"], stage.reconstruct(st, b, a)),
+        in_shardings=(shardings, b_shard, aux_shardings),
+        out_shardings=shd.replicated(mesh),
+    )
     if "psnr_before" not in summary:
         ev = _eval(stage, state, eval_batch, aux, recon_fn)
         summary["psnr_before"] = ev["psnr"]

@@ -208,7 +208,7 @@ class Stage:
 
         return jax.lax.cond(step >= sc.disc_start, train_d, skip_d, state)
 
-    def pixel_losses(self, params_unused, images, recon, aux, state, step):
+    def pixel_losses(self, images, recon, aux, state, step):
         """w_rec * MSE + w_p * perceptual + adversarial (the stage-2 generator loss without quantizer)."""
         sc = self.sc
         mse = jnp.mean(jnp.square(images.astype(jnp.float32) - recon.astype(jnp.float32)))
@@ -267,7 +267,7 @@ class TeacherStage(Stage):
         m = self.module
         recon, cb, commit, ids = m.apply({"params": params}, images, method=fwd)
         qloss = cb + self.sc.commitment_cost * commit
-        total, metrics = self.pixel_losses(params, images, recon, aux, state, state.step)
+        total, metrics = self.pixel_losses(images, recon, aux, state, state.step)
         total = total + self.sc.quantizer_weight * qloss
         metrics.update(quantizer_loss=qloss, **codebook_usage(ids, teacher_config(self.config).codebook_size))
         return total, (metrics, recon)
@@ -446,7 +446,7 @@ class Stage2(Stage):
         m = self.module
         latents, res = m.apply({"params": params}, images, method=m.encode)
         recon = m.apply({"params": params}, jax.lax.stop_gradient(latents), method=m.decode)
-        total, metrics = self.pixel_losses(params, images, recon, aux, state, state.step)
+        total, metrics = self.pixel_losses(images, recon, aux, state, state.step)
         metrics.update(codebook_usage=res["codebook_usage"])
         return total, (metrics, recon)
 
@@ -500,7 +500,7 @@ class SingleStage(Stage):
         else:
             recon, res = m.apply({"params": params}, images)
             reg = res["quantizer_loss"]
-        total, metrics = self.pixel_losses(params, images, recon, aux, state, state.step)
+        total, metrics = self.pixel_losses(images, recon, aux, state, state.step)
         total = total + self.sc.quantizer_weight * reg
         metrics["quantizer_loss"] = reg
         if "codebook_usage" in res:
