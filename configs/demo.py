@@ -39,7 +39,7 @@ def get_config(arg=None):
         dict(num_steps=scale(300), warmup_steps=scale(20), checkpoint_every=scale(100), lr=1e-3, end_lr=1e-4, **common)
     )
     config.stage2.update(
-        dict(num_steps=scale(150), warmup_steps=scale(10), checkpoint_every=scale(50), lr=3e-4, end_lr=3e-5,
-             perceptual_weight=0.0, disc_start=scale(50), **common)
+        dict(num_steps=scale(100), warmup_steps=scale(10), checkpoint_every=scale(50), lr=1e-4, end_lr=1e-5,
+             perceptual_weight=0.0, disc_start=scale(70), **common)
     )  # fmt: skip
     return config
