@@ -51,9 +51,8 @@ def expand_sources(sources: Sequence[str]) -> List[str]:
     return out
 
 
-def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
-    """PIL image -> float32 [size, size, 3] in [0, 1] (official eval transform)."""
-    img = img.convert("RGB")
+def resize_shorter(img: Image.Image, size: int) -> Image.Image:
+    """Resize so that the shorter side is ``size`` (bicubic, antialiased; torchvision's rounding)."""
     w, h = img.size
     if w <= h:
         nw, nh = size, int(size * h / w)
@@ -61,6 +60,13 @@ def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
         nw, nh = int(size * w / h), size
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), Image.BICUBIC)
+    return img
+
+
+def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
+    """PIL image -> float32 [size, size, 3] in [0, 1] (official eval transform)."""
+    img = resize_shorter(img.convert("RGB"), size)
+    nw, nh = img.size
     top = int(round((nh - size) / 2.0))
     left = int(round((nw - size) / 2.0))
     img = img.crop((left, top, left + size, top + size))

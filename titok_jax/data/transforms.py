@@ -23,7 +23,7 @@ from typing import Any, Optional
 import numpy as np
 from PIL import Image
 
-from titok_jax.images import resize_center_crop
+from titok_jax.images import resize_center_crop, resize_shorter
 
 
 def to_pil(image: Any) -> Image.Image:
@@ -53,18 +53,6 @@ def to_pil(image: Any) -> Image.Image:
     if img.width < 1 or img.height < 1:
         raise ValueError(f"empty image ({img.width}x{img.height})")
     return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
-    """Resize so that the shorter side is ``size`` (same rounding as torchvision and ``resize_center_crop``)."""
-    w, h = img.size
-    if w <= h:
-        nw, nh = size, int(size * h / w)
-    else:
-        nw, nh = int(size * w / h), size
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.BICUBIC)
-    return img
 
 
 def _to_float(img: Image.Image) -> np.ndarray:

@@ -320,17 +320,11 @@ def titok_stage_config(config, stage1: bool) -> TiTokConfig:
     return c
 
 
-class Stage1(Stage):
-    """Proxy-code training: CE against the frozen teacher's codes on the same augmented batch."""
-
-    name = "stage1"
+class TiTokStage(Stage):
+    """Shared by the stages that train a TiTok: module, name map, init from ``model_config``."""
 
     def _image_size(self):
         return self.model_config.image_size
-
-    @property
-    def model_config(self) -> TiTokConfig:
-        return titok_stage_config(self.config, stage1=True)
 
     @property
     def module(self):
@@ -345,6 +339,16 @@ class Stage1(Stage):
         from titok_jax.models.titok import init_params
 
         return init_params(self.model_config, rng, self.dtype)
+
+
+class Stage1(TiTokStage):
+    """Proxy-code training: CE against the frozen teacher's codes on the same augmented batch."""
+
+    name = "stage1"
+
+    @property
+    def model_config(self) -> TiTokConfig:
+        return titok_stage_config(self.config, stage1=True)
 
     def load_aux(self, workdir):
         params, path = _teacher_params(self.config, workdir)
@@ -381,15 +385,12 @@ class Stage1(Stage):
         return t.apply({"params": aux["teacher"]}, jnp.argmax(logits, -1), method=t.decode_ids)
 
 
-class Stage2(Stage):
+class Stage2(TiTokStage):
     """Decoder fine-tuning in pixel space; encoder, quantizer and latent tokens frozen."""
 
     name = "stage2"
     has_discriminator = True
     FROZEN = ("latent_tokens", "encoder/.*", "quantize/.*")
-
-    def _image_size(self):
-        return self.model_config.image_size
 
     @property
     def model_config(self) -> TiTokConfig:
@@ -398,22 +399,8 @@ class Stage2(Stage):
             raise StageError("stage2 needs a legacy TiTok with finetune_decoder=True (the released model layout)")
         return c
 
-    @property
-    def module(self):
-        return TiTok(self.model_config, dtype=self.dtype, remat=self.config.get("remat", False))
-
-    def name_map(self):
-        from titok_jax.models.titok_map import torch_name_map
-
-        return torch_name_map(self.model_config)
-
     def frozen(self):
         return self.FROZEN
-
-    def init_params(self, rng):
-        from titok_jax.models.titok import init_params
-
-        return init_params(self.model_config, rng, self.dtype)
 
     def load_aux(self, workdir):
         return gan_parts.load_perceptual(self.config, self.sc)
@@ -455,14 +442,11 @@ class Stage2(Stage):
         return jnp.clip(m.apply({"params": self.final_params(state)}, batch["image"])[0], 0.0, 1.0)
 
 
-class SingleStage(Stage):
+class SingleStage(TiTokStage):
     """A pixel-head TiTok from scratch with the stage-2 losses plus the quantizer (or KL) loss."""
 
     name = "single_stage"
     has_discriminator = True
-
-    def _image_size(self):
-        return self.model_config.image_size
 
     @property
     def model_config(self) -> TiTokConfig:
@@ -473,20 +457,6 @@ class SingleStage(Stage):
                 "e.g. configs/titok_bl64_vq8k.py"
             )
         return c
-
-    @property
-    def module(self):
-        return TiTok(self.model_config, dtype=self.dtype, remat=self.config.get("remat", False))
-
-    def name_map(self):
-        from titok_jax.models.titok_map import torch_name_map
-
-        return torch_name_map(self.model_config)
-
-    def init_params(self, rng):
-        from titok_jax.models.titok import init_params
-
-        return init_params(self.model_config, rng, self.dtype)
 
     def load_aux(self, workdir):
         return gan_parts.load_perceptual(self.config, self.sc)
