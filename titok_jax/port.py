@@ -10,6 +10,17 @@ every other command and the training stages start from.
 
 export: titok_jax params -> ``DIR/model.safetensors`` with exactly the official key names and
 shapes, plus ``DIR/config.json`` for ``TiTok.from_pretrained(DIR)``.
+
+--generator: the same for the config's MaskGIT generator (ImageBert / UViTBert; ``config.generator``,
+or the preset's generator when the config has no such section):
+
+  python -m titok_jax.port import --config=configs/titok_b64.py --generator \\
+      --weights=generator_titok_b64.safetensors --out=GEN_CKPT_DIR
+  python -m titok_jax.port export --config=configs/titok_b64.py --generator --checkpoint=GEN_CKPT_DIR --out=DIR
+
+The generator export always writes ``DIR/config.json`` (the official config dict: ``model.generator``
+with the sampling settings, ``model.vq_model``); transformers' ``position_ids`` buffer, present in
+some ImageBert checkpoints, is ignored on import and not exported.
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_enum("format", "auto", ["auto", "torch", "maskgit_jax"], "import: source format (auto: by file name).")
 flags.DEFINE_bool(
     "allow-pickle", False, "import: allow reading PyTorch pickles (.bin/.pt) via torch.load(weights_only=True)."
+)
+flags.DEFINE_bool(
+    "generator", False, "Port the config's MaskGIT generator (ImageBert/UViTBert) instead of the tokenizer."
 )
 FLAGS = flags.FLAGS
 
@@ -62,7 +76,9 @@ def main(argv):
         if argv[1] == "import":
             if not FLAGS.weights:
                 raise app.UsageError("import needs --weights=FILE")
-            handle, params, meta = api.import_weights(config, FLAGS.weights, FLAGS.format, FLAGS["allow-pickle"].value)
+            handle, params, meta = api.import_weights(
+                config, FLAGS.weights, FLAGS.format, FLAGS["allow-pickle"].value, generator=FLAGS.generator
+            )
             _log(f"writing Orbax checkpoint to {out}")
             step_dir = checkpoint.save_params(out, params, meta)
             _log(f"done in {time.time() - t0:.1f}s: {step_dir}")
@@ -74,17 +90,17 @@ def main(argv):
 
             from titok_jax.models import registry
 
-            handle = registry.from_config(config)
+            handle = registry.from_config(config, generator=FLAGS.generator)
             if seed is not None:
                 _log(f"random initialisation of {handle.name} with seed {seed}")
                 params = handle.init(jax.random.key(seed))
             else:
                 _log(f"restoring {FLAGS.checkpoint}")
                 params = checkpoint.load_params(FLAGS.checkpoint, handle.abstract())
-            state, paths = api.export_weights(config, params, out)
+            state, paths = api.export_weights(config, params, out, generator=FLAGS.generator)
             _log(f"wrote {len(state)} tensors: " + ", ".join(paths.values()))
             _log(f"done in {time.time() - t0:.1f}s")
-    except (PortError, WeightFileError, checkpoint.CheckpointError) as e:
+    except (PortError, WeightFileError, checkpoint.CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -18,8 +18,10 @@ from typing import Any, Dict, Optional
 
 import ml_collections
 
+from titok_jax.models.generator import GeneratorConfig
 from titok_jax.models.maskgit_vqgan import VQGANConfig
 from titok_jax.models.titok import TiTokConfig
+from titok_jax.sampling import SamplingConfig
 
 _LEGACY = dict(token_size=12, codebook_size=4096, use_l2_norm=True, is_legacy=True, finetune_decoder=True)
 _VQ8K = dict(token_size=64, codebook_size=8192, use_l2_norm=False, is_legacy=False, finetune_decoder=False)
@@ -206,3 +208,53 @@ def training_config(name: str, arg: Optional[str] = None) -> ml_collections.Conf
              **_optim(num_steps=500_000, warmup_steps=5_000, b2=0.999), **_pixel_losses())
     )  # fmt: skip
     return config
+
+
+# ----------------------------------------------------------------------------------------------
+# MaskGIT generators (official_titok.md section 7) and their sampling settings, per tokenizer preset.
+# ``generator_section(name)`` is what a training config carries as ``config.generator``.
+
+_BERT_B = dict(model_type="ViT", hidden_size=768, num_hidden_layers=24, num_attention_heads=16, intermediate_size=3072)
+_TINY_GEN = dict(model_type="ViT", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256,
+                 condition_num_classes=10)  # fmt: skip
+
+# Official sizes: 1d-tokenizer configs/infer/TiTok/*.yaml (model.generator); K = the tokenizer's codebook.
+GENERATORS: Dict[str, GeneratorConfig] = {
+    "titok_s128": GeneratorConfig(
+        model_type="UViT",
+        hidden_size=1024,
+        num_hidden_layers=20,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_seq_len=128,
+        codebook_size=4096,
+    ),  # fmt: skip
+    "titok_b64": GeneratorConfig(image_seq_len=64, codebook_size=4096, **_BERT_B),
+    "titok_l32": GeneratorConfig(image_seq_len=32, codebook_size=4096, **_BERT_B),
+    # Tiny generators for the tiny tokenizers (CPU tests, demo): 8 tokens, 10 classes.
+    "titok_tiny": GeneratorConfig(image_seq_len=8, codebook_size=64, **_TINY_GEN),
+    "titok_tiny_vq": GeneratorConfig(image_seq_len=8, codebook_size=256, **_TINY_GEN),
+}
+
+# Official inference settings (section 7.6) for the released models; the tiny models use the training
+# config's preview settings (constant guidance 4.5, temperature 1.0, 8 steps).
+_TINY_SAMPLING = SamplingConfig(num_steps=8, guidance_scale=4.5, guidance_decay="constant", guidance_scale_pow=3.0,
+                                randomize_temperature=1.0, softmax_temperature_annealing=False)  # fmt: skip
+SAMPLING: Dict[str, SamplingConfig] = {
+    "titok_s128": SamplingConfig.official("titok_s128"),
+    "titok_b64": SamplingConfig.official("titok_b64"),
+    "titok_l32": SamplingConfig.official("titok_l32"),
+    "titok_tiny": _TINY_SAMPLING,
+    "titok_tiny_vq": _TINY_SAMPLING,
+}
+
+
+def generator_section(name: str) -> ml_collections.ConfigDict:
+    """``config.generator`` for tokenizer preset ``name``: ``model`` (GeneratorConfig fields) and
+    ``sampling`` (SamplingConfig fields)."""
+    base = name.split(":")[0]
+    if base not in GENERATORS:
+        raise ValueError(f"no generator preset for {name!r}; generator presets: {sorted(GENERATORS)}")
+    return ml_collections.ConfigDict(
+        {"model": GENERATORS[base].to_dict(), "sampling": SAMPLING.get(base, _TINY_SAMPLING).to_dict()}
+    )
