@@ -1,11 +1,15 @@
-"""The embedded demo: the whole two-stage pipeline at tiny scale on the photographs bundled with
+"""The embedded demo: the whole TiTok pipeline at tiny scale on the photographs bundled with
 scikit-image, on a 2-core CPU in minutes, fully offline.
 
 teacher (a tiny MaskGIT-VQGAN trained on the photos, since the ImageNet teacher cannot be
 downloaded here) -> stage 1 (proxy codes) -> stage 2 (decoder fine-tuning with MSE + hinge GAN +
-LeCam). The perceptual loss is off (its ConvNeXt-S ImageNet weights are not available offline);
-the run logs that. Each stage writes WORKDIR/<stage>/recon_final.png (held-out originals on top,
-reconstructions below) and reports PSNR before/after.
+LeCam) -> pretokenize (every photo and its mirror image as 8 token ids) -> generator (a tiny
+MaskGIT generator, one class per photo) -> sample (class-conditional samples, one-jit sampler).
+The perceptual loss is off (its ConvNeXt-S ImageNet weights are not available offline); the run
+logs that. Each tokenizer stage writes WORKDIR/<stage>/recon_final.png (held-out originals on top,
+reconstructions below) and reports PSNR before/after; the generator writes
+WORKDIR/generator/samples_final.png (decoded data tokens on top, samples for the same classes
+below) and WORKDIR/sample/{tokens.npy, samples.npz, grid.png}.
 
     python -m titok_jax.main --config=configs/demo.py --workdir=out/demo_run
 """
@@ -17,7 +21,7 @@ def get_config(arg=None):
     a = presets.parse_arg(arg, steps_scale=1.0, seed=0)
     config = presets.training_config("titok_tiny", f"seed={a['seed']}")
     config.model_name = "demo (titok_tiny)"
-    config.stages = ("teacher", "stage1", "stage2")
+    config.stages = ("teacher", "stage1", "stage2", "pretokenize", "generator", "sample")
     config.data = presets.data_config(source="photos", split="train", eval_split="eval", min_scale=0.125)
     config.eval.batch_size = 8
     # One res block per level (the tiny preset has 2) keeps the conv teacher/pixel decoder CPU-cheap;
@@ -42,4 +46,10 @@ def get_config(arg=None):
         dict(num_steps=scale(100), warmup_steps=scale(10), checkpoint_every=scale(50), lr=1e-4, end_lr=1e-5,
              perceptual_weight=0.0, disc_start=scale(70), **common)
     )  # fmt: skip
+    config.pretokenize.update(dict(shard_size=8, batch_size=8))
+    config.generator_train.update(
+        dict(num_steps=scale(300), warmup_steps=scale(20), checkpoint_every=scale(100), lr=1e-3, end_lr=1e-4,
+             batch_size=8, log_every=50, eval_every=0, keep_checkpoints=2, ema_decay=0.99, weight_decay=0.03)
+    )  # fmt: skip
+    config.sample.update(dict(classes="0,1,2,3,4,5,6", per_class=2, batch_size=16))
     return config

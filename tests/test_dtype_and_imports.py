@@ -51,8 +51,13 @@ def test_codebook_usage_is_reported():
     [
         # Library modules together; each command line alone (each defines its own absl flags).
         "titok_jax.models, titok_jax.porting.api, titok_jax.inference, titok_jax.checkpoint, titok_jax.presets",
+        "titok_jax.sampling, titok_jax.models.generator_map, titok_jax.models.inception_map, "
+        "titok_jax.evaluation.features, titok_jax.data.tokens, titok_jax.train.generator_stage, titok_jax.evaluate",
         "titok_jax.port",
         "titok_jax.reconstruct",
+        "titok_jax.sample",
+        "titok_jax.pretokenize",
+        "titok_jax.linear_probe",
     ],
 )
 def test_inference_and_porting_import_without_tensorflow(modules):
@@ -60,6 +65,20 @@ def test_inference_and_porting_import_without_tensorflow(modules):
         "import sys\n"
         f"import {modules}\n"
         "bad = [m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+def test_benchmark_imports_without_tensorflow_grain_or_orbax():
+    """The GPU machines have neither TensorFlow nor grain: the benchmark must not need them."""
+    code = (
+        "import sys\n"
+        "import titok_jax.bench\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'grain', 'orbax', 'tensorflow_datasets')]\n"
         "assert not bad, bad\n"
         "print('ok')\n"
     )

@@ -52,7 +52,7 @@ def final_params(workdir, stage="single_stage"):
 def reference(tmp_path_factory):
     wd = tmp_path_factory.mktemp("ref")
     p = run(main_cmd(wd))
-    assert "[single_stage] done: eval PSNR" in p.stdout and "skipping" not in p.stdout
+    assert "[single_stage] done: eval before: psnr" in p.stdout and "skipping" not in p.stdout
     return wd, final_params(wd)
 
 

@@ -1,5 +1,11 @@
 """Train TiTok: run the stages a config lists, each resumable and skipped when complete.
 
+Training stages (one loop, ``titok_jax.train``): ``teacher``, ``stage1``, ``stage2``,
+``single_stage``, ``generator``. Other steps a config can list, each a ``run(config, workdir)``:
+``pretokenize`` (tokens for the generator), ``sample`` (class-conditional samples), ``evaluate``
+(rFID / gFID / IS / PSNR / SSIM / codebook usage), ``linear_probe``. A finished step writes
+``WORKDIR/<step>/DONE.json`` and is skipped on reruns.
+
   python -m titok_jax.main --config=configs/demo.py --workdir=out/demo_run
   python -m titok_jax.main --config=configs/titok_b64.py --workdir=runs/b64 \\
       --config.data.data_dir=~/tensorflow_datasets --config.teacher.checkpoint=ckpt/maskgit_vqgan
@@ -19,16 +25,26 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from titok_jax import distributed
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config, e.g. configs/titok_b64.py.", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs of every stage.")
-flags.DEFINE_string("coordinator_address", None, "jax.distributed coordinator host:port (multi-process runs).")
-flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes.")
-flags.DEFINE_integer("process_id", None, "jax.distributed: index of this process.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
+distributed.define_flags()
 flags.DEFINE_integer("max_steps", None, "Stop each stage after this many steps in this invocation (smoke tests).")
 FLAGS = flags.FLAGS
+
+
+# Steps that are not training loops: name -> module whose ``run(config, workdir)`` returns a summary dict.
+TASKS = {"pretokenize": "titok_jax.pretokenize", "sample": "titok_jax.sample", "evaluate": "titok_jax.evaluate",
+         "linear_probe": "titok_jax.linear_probe"}  # fmt: skip
+
+
+def _tasks():
+    import importlib
+
+    return {name: (lambda c, w, m=mod: importlib.import_module(m).run(c, w)) for name, mod in TASKS.items()}
 
 
 def preflight(config, workdir: str) -> None:
@@ -42,13 +58,19 @@ def preflight(config, workdir: str) -> None:
             "a training config such as configs/titok_b64.py or configs/demo.py"
         )
     stages = list(config.stages)
-    for name in stages:
+    tasks = _tasks()
+    unknown = [n for n in stages if n not in tasks and n not in stages_lib.STAGES]
+    if unknown:
+        raise ValueError(f"unknown step(s) {unknown} in config.stages; known: {list(stages_lib.STAGES) + list(tasks)}")
+    train_stages = [n for n in stages if n in stages_lib.STAGES]
+    for name in train_stages:
         stages_lib.make_stage(name, config)  # validates the model/stage combination
-    data_lib.make_source(config.data, train=True)  # missing/empty data fails here, before compiling
-    data_lib.make_source(config.data, train=False)
+    if any(n != "generator" for n in stages):  # everything but the generator reads images
+        data_lib.make_source(config.data, train=True)  # missing/empty data fails here, before compiling
+        data_lib.make_source(config.data, train=False)
     if "stage1" in stages and "teacher" not in stages and not stages_lib.stage_finished(workdir, "teacher"):
         stages_lib.check_teacher(config, workdir)
-    for name in stages:
+    for name in train_stages:
         sec = config[stages_lib.make_stage(name, config).section or name]
         if sec.get("perceptual_weight") and not sec.get("perceptual_checkpoint"):
             from titok_jax.train.gan_parts import load_perceptual
@@ -71,11 +93,33 @@ def run(config, workdir: str, max_steps=None) -> list:
             f.write(config.to_json_best_effort(indent=2))
     print(f"devices: {jax.device_count()} ({jax.process_count()} process(es)), mesh {dict(mesh.shape)}", flush=True)
     summaries = []
+    tasks = _tasks()
     for name in config.stages:
+        if name in tasks:
+            summaries.append(_run_task(name, tasks[name], config, workdir))
+            continue
         summaries.append(loop.train_stage(stages_lib.make_stage(name, config), config, workdir, mesh, max_steps))
         if "stopped_at" in summaries[-1]:
             break
     return summaries
+
+
+def _run_task(name: str, fn, config, workdir: str) -> dict:
+    """Run a non-training step once; its DONE.json (written atomically by process 0) marks it finished."""
+    import jax
+
+    done = os.path.join(workdir, name, "DONE.json")
+    if os.path.exists(done):
+        print(f"[{name}] already complete ({done}): skipping", flush=True)
+        with open(done) as f:
+            return json.load(f)
+    summary = dict(fn(config, workdir), stage=name)
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(done), exist_ok=True)
+        with open(done + ".tmp", "w") as f:
+            json.dump(summary, f, indent=2, default=str)
+        os.replace(done + ".tmp", done)
+    return summary
 
 
 def main(argv):
@@ -86,12 +130,7 @@ def main(argv):
         raise app.UsageError("--config and --workdir are required")
     import jax
 
-    if FLAGS.coordinator_address or FLAGS.distributed:
-        kw = {}
-        if FLAGS.coordinator_address:
-            kw = dict(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
-                      process_id=FLAGS.process_id)  # fmt: skip
-        jax.distributed.initialize(**kw)
+    distributed.initialize(FLAGS)
     from titok_jax.train.loop import Preempted, TrainingError
 
     try:

@@ -207,7 +207,23 @@ def training_config(name: str, arg: Optional[str] = None) -> ml_collections.Conf
         dict(name="teacher", quantizer_weight=1.0, commitment_cost=0.25,
              **_optim(num_steps=500_000, warmup_steps=5_000, b2=0.999), **_pixel_losses())
     )  # fmt: skip
+    _after_tokenizer_sections(config, name)
     return config
+
+
+def _after_tokenizer_sections(config: ml_collections.ConfigDict, name: str) -> None:
+    """Sections of the steps that use a trained tokenizer: pretokenize, generator, sample, evaluate,
+    linear_probe (each documented in its module)."""
+    from titok_jax import evaluate, linear_probe, pretokenize, sample
+    from titok_jax.train import generator_stage
+
+    config.pretokenize = ml_collections.ConfigDict(pretokenize.default_section())
+    if name in GENERATORS:
+        config.generator = generator_section(name)
+        config.generator_train = ml_collections.ConfigDict(generator_stage.default_section())
+        config.sample = ml_collections.ConfigDict(sample.default_section())
+    config.evaluate = ml_collections.ConfigDict(evaluate.default_section())
+    config.linear_probe = ml_collections.ConfigDict(linear_probe.default_section())
 
 
 # ----------------------------------------------------------------------------------------------

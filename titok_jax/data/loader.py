@@ -97,68 +97,51 @@ class _ReadAugment:
         return {"image": image, "label": np.int32(label)}
 
 
-class Loader:
-    """Per-process batches ``{'image': float32 [b, S, S, 3] in [0, 1], 'label': int32 [b]}``.
+class BatchStream:
+    """The checkpointable per-process batch stream shared by ``Loader`` (images) and
+    ``titok_jax.data.tokens.TokenLoader`` (pre-tokenized ids): validation of the process layout, the
+    index stream (shuffle per epoch with ``seed``, repeat, whole global batches), and the iterator
+    protocol — ``iter()`` / ``iterator(state)``, ``get_state()`` / ``set_state()`` with a JSON-able
+    ``{'next_index': k}`` (k batches consumed, the same on every process), ``batch(k)``.
+    Subclasses set ``self.dataset`` (a batched grain ``MapDataset``) after ``_index_stream``."""
 
-    ``iter(loader)`` (or ``loader.iterator()``) returns a new grain ``DatasetIterator`` with
-    ``get_state()`` / ``set_state(state)``; the iterator also works with
-    ``grain.checkpoint.CheckpointSave`` / ``CheckpointRestore`` inside an orbax ``ocp.args.Composite``.
-    The loader itself has ``get_state()`` (position of its most recent iterator) and
-    ``set_state(state)`` (where later iterators start), for saving the position as JSON. A restored
-    iterator yields exactly the batches the uninterrupted one would have (same config, seed, global
-    batch size; the state counts batches, so it is the same on every process).
-    """
+    dataset: grain.MapDataset
 
-    def __init__(
+    def _index_stream(
         self,
         source,
         *,
         global_batch_size: int,
-        image_size: int,
-        train: bool,
-        seed: int,
+        seed,
         process_index: int,
         process_count: int,
         shuffle: bool,
         num_epochs: Optional[int],
-        min_scale: Optional[float] = None,
-        flip: bool = True,
-        max_skip: int = 64,
-        num_threads: Optional[int] = None,
-        prefetch: Optional[int] = None,
-    ):
+        read_options: grain.ReadOptions,
+    ) -> grain.MapDataset:
         if process_count < 1 or not 0 <= process_index < process_count:
             raise DataError(f"bad process layout: process_index={process_index}, process_count={process_count}")
         if global_batch_size < 1 or global_batch_size % process_count:
             raise DataError(
                 f"global_batch_size={global_batch_size} must be a positive multiple of process_count={process_count}"
             )
-        if image_size < 1:
-            raise DataError(f"image_size must be positive, got {image_size}")
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise DataError(f"seed must be a non-negative int, got {seed!r}")
         if num_epochs is not None and num_epochs < 1:
             raise DataError(f"num_epochs must be None (repeat forever) or >= 1, got {num_epochs}")
-        if min_scale is not None and not 0.0 < float(min_scale) <= 1.0:
-            raise DataError(f"min_scale must be None or in (0, 1], got {min_scale}")
         self.source = source
         self.global_batch_size = int(global_batch_size)
         self.batch_size = self.global_batch_size // process_count
-        self.image_size, self.train, self.seed = int(image_size), bool(train), int(seed)
+        self.seed, self.shuffle, self.num_epochs = int(seed), bool(shuffle), num_epochs
         self.process_index, self.process_count = int(process_index), int(process_count)
-        self.num_epochs = num_epochs
-        self._stats = LoaderStats()
         self._start_state: Optional[Dict[str, Any]] = None
         self._last: Optional[grain.DatasetIterator] = None
-        num_threads = min(8, os.cpu_count() or 1) if num_threads is None else int(num_threads)
-        prefetch = max(2, num_threads) if prefetch is None else int(prefetch)
-        self._read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-
+        self._read_options = read_options
         n = len(source)
         if n == 0:
             raise DataError(f"{source!r} is empty")
         stream = grain.MapDataset.range(n)
-        if shuffle:
+        if self.shuffle:
             stream = stream.shuffle(seed=self.seed)
         stream = stream.repeat(num_epochs)
         if num_epochs is not None:
@@ -169,19 +152,7 @@ class Loader:
                     f"{self.global_batch_size}; use a smaller batch or more data"
                 )
             stream = stream[:total]
-        stream = stream.map_with_index(lambda position, index: (position, index))
-        stream = stream[self.process_index :: self.process_count]
-        fn = _ReadAugment(
-            source,
-            image_size=self.image_size,
-            train=self.train,
-            seed=self.seed,
-            min_scale=None if min_scale is None else float(min_scale),
-            flip=bool(flip),
-            max_skip=int(max_skip),
-            stats=self._stats,
-        )
-        self.dataset: grain.MapDataset = stream.map(fn).batch(self.batch_size, drop_remainder=True)
+        return stream
 
     @property
     def steps_per_epoch(self) -> int:
@@ -239,6 +210,64 @@ class Loader:
     def batch(self, k: int) -> Dict[str, np.ndarray]:
         """Random access to this process's batch ``k`` (no iterator, no prefetch)."""
         return self.dataset[k]
+
+
+class Loader(BatchStream):
+    """Per-process batches ``{'image': float32 [b, S, S, 3] in [0, 1], 'label': int32 [b]}``.
+
+    ``iter(loader)`` (or ``loader.iterator()``) returns a new grain ``DatasetIterator`` with
+    ``get_state()`` / ``set_state(state)``; the iterator also works with
+    ``grain.checkpoint.CheckpointSave`` / ``CheckpointRestore`` inside an orbax ``ocp.args.Composite``.
+    The loader itself has ``get_state()`` (position of its most recent iterator) and
+    ``set_state(state)`` (where later iterators start), for saving the position as JSON. A restored
+    iterator yields exactly the batches the uninterrupted one would have (same config, seed, global
+    batch size; the state counts batches, so it is the same on every process).
+    """
+
+    def __init__(
+        self,
+        source,
+        *,
+        global_batch_size: int,
+        image_size: int,
+        train: bool,
+        seed: int,
+        process_index: int,
+        process_count: int,
+        shuffle: bool,
+        num_epochs: Optional[int],
+        min_scale: Optional[float] = None,
+        flip: bool = True,
+        max_skip: int = 64,
+        num_threads: Optional[int] = None,
+        prefetch: Optional[int] = None,
+    ):
+        if image_size < 1:
+            raise DataError(f"image_size must be positive, got {image_size}")
+        if min_scale is not None and not 0.0 < float(min_scale) <= 1.0:
+            raise DataError(f"min_scale must be None or in (0, 1], got {min_scale}")
+        self.image_size, self.train = int(image_size), bool(train)
+        self._stats = LoaderStats()
+        num_threads = min(8, os.cpu_count() or 1) if num_threads is None else int(num_threads)
+        prefetch = max(2, num_threads) if prefetch is None else int(prefetch)
+        read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+        stream = self._index_stream(
+            source, global_batch_size=global_batch_size, seed=seed, process_index=process_index,
+            process_count=process_count, shuffle=shuffle, num_epochs=num_epochs, read_options=read_options,
+        )  # fmt: skip
+        stream = stream.map_with_index(lambda position, index: (position, index))
+        stream = stream[self.process_index :: self.process_count]
+        fn = _ReadAugment(
+            source,
+            image_size=self.image_size,
+            train=self.train,
+            seed=self.seed,
+            min_scale=None if min_scale is None else float(min_scale),
+            flip=bool(flip),
+            max_skip=int(max_skip),
+            stats=self._stats,
+        )
+        self.dataset: grain.MapDataset = stream.map(fn).batch(self.batch_size, drop_remainder=True)
 
     def stats(self) -> Dict[str, Any]:
         """{'skipped': sorted [(name, reason)] of unreadable examples (each once), 'skipped_count': skip

@@ -91,10 +91,14 @@ def _check_finite(metrics: Dict[str, Any], step: int, last_good: Optional[int]) 
         )
 
 
-def _eval(stage, state, batch, aux, recon_fn) -> Dict[str, Any]:
-    orig, recon = recon_fn(state, batch, aux)
-    orig, recon = np.asarray(orig, np.float32), np.asarray(recon, np.float32)
-    return {"psnr": float(np.mean(im.psnr(orig, np.clip(recon, 0, 1)))), "grid": im.grid([orig, recon])}
+def _eval(stage, state, batch, aux, eval_fn) -> Dict[str, Any]:
+    """Run the stage's pure eval function; the stage turns the host outputs into scalars + a grid."""
+    scalars, grid = stage.eval_summary(_to_host(eval_fn(state, batch, aux)))
+    return {"scalars": scalars, "grid": grid}
+
+
+def _fmt_scalars(scalars: Dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
 
 
 def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Optional[int] = None) -> Dict[str, Any]:
@@ -116,9 +120,7 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
 
     # Data: each process reads its own shard; the global batch is assembled as one jax.Array.
     pidx, pcount = jax.process_index(), jax.process_count()
-    common = dict(image_size=stage.image_size, seed=config.seed, process_index=pidx, process_count=pcount)
-    loader = data_lib.make_loader(config.data, global_batch_size=sc.batch_size, train=True, **common)
-    eval_loader = data_lib.make_loader(config.data, global_batch_size=config.eval.batch_size, train=False, **common)
+    loader, eval_loader = stage.loaders(workdir, pidx, pcount)
     b_shard = shd.batch_sharding(mesh)
     eval_batch = data_lib.to_global_array(next(iter(eval_loader)), mesh, b_shard.spec)
 
@@ -154,16 +156,18 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
             shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
             print(parameter_overview.get_parameter_overview(shapes, include_stats=False), flush=True)
     # Eval outputs come back replicated so every process can read them (multi-host safe).
-    recon_fn = jax.jit(
-        lambda st, b, a: (b["image"], stage.reconstruct(st, b, a)),
+    eval_fn = jax.jit(
+        stage.eval_outputs,
         in_shardings=(shardings, b_shard, aux_shardings),
         out_shardings=shd.replicated(mesh),
     )
-    if "psnr_before" not in summary:
-        ev = _eval(stage, state, eval_batch, aux, recon_fn)
-        summary["psnr_before"] = ev["psnr"]
-        writer.write_images(int(state.step), {"recon": ev["grid"]})
-        print(f"[{stage.name}] eval PSNR before training: {ev['psnr']:.2f} dB", flush=True)
+    if "eval_before" not in summary:
+        ev = _eval(stage, state, eval_batch, aux, eval_fn)
+        summary["eval_before"] = ev["scalars"]
+        summary.update({f"{k}_before": v for k, v in ev["scalars"].items()})
+        if ev["grid"] is not None:
+            writer.write_images(int(state.step), {stage.grid_name: ev["grid"]})
+        print(f"[{stage.name}] eval before training: {_fmt_scalars(ev['scalars'])}", flush=True)
 
     step_fn = jax.jit(
         stage.train_step,
@@ -203,10 +207,11 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
                 save(done_steps, metrics)
                 last_good = done_steps
             if sc.eval_every and done_steps % sc.eval_every == 0 and done_steps != total:
-                ev = _eval(stage, state, eval_batch, aux, recon_fn)
-                writer.write_scalars(done_steps, {"eval_psnr": ev["psnr"]})
-                writer.write_images(done_steps, {"recon": ev["grid"]})
-                print(f"[{stage.name}] step {done_steps}: eval PSNR {ev['psnr']:.2f} dB", flush=True)
+                ev = _eval(stage, state, eval_batch, aux, eval_fn)
+                writer.write_scalars(done_steps, {f"eval_{k}": v for k, v in ev["scalars"].items()})
+                if ev["grid"] is not None:
+                    writer.write_images(done_steps, {stage.grid_name: ev["grid"]})
+                print(f"[{stage.name}] step {done_steps}: eval {_fmt_scalars(ev['scalars'])}", flush=True)
             if stop.signal is not None:
                 mngr.wait_until_finished()
                 mngr.close()
@@ -222,13 +227,16 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
         summary["stopped_at"] = int(jax.device_get(state.step))
         return summary
 
-    ev = _eval(stage, state, eval_batch, aux, recon_fn)
-    summary.update(psnr_after=ev["psnr"], steps=total, seconds=time.time() - t_start)
-    writer.write_scalars(total, {"eval_psnr": ev["psnr"]})
-    writer.write_images(total, {"recon": ev["grid"]})
-    if is_main:
-        im.save_png(ev["grid"], os.path.join(sdir, "recon_final.png"))
-    print(f"[{stage.name}] done: eval PSNR {summary['psnr_before']:.2f} -> {ev['psnr']:.2f} dB", flush=True)
+    ev = _eval(stage, state, eval_batch, aux, eval_fn)
+    summary.update({f"{k}_after": v for k, v in ev["scalars"].items()})
+    summary.update(eval_after=ev["scalars"], steps=total, seconds=time.time() - t_start)
+    writer.write_scalars(total, {f"eval_{k}": v for k, v in ev["scalars"].items()})
+    if ev["grid"] is not None:
+        writer.write_images(total, {stage.grid_name: ev["grid"]})
+    if is_main and ev["grid"] is not None:
+        im.save_png(ev["grid"], os.path.join(sdir, f"{stage.grid_name}_final.png"))
+    before = _fmt_scalars(summary["eval_before"])
+    print(f"[{stage.name}] done: eval before: {before}; after: {_fmt_scalars(ev['scalars'])}", flush=True)
     if skipped and skipped.get("skipped"):
         print(f"[{stage.name}] skipped unreadable images: {skipped['skipped']}", flush=True)
         summary["skipped_images"] = [list(map(str, s)) for s in skipped["skipped"]]

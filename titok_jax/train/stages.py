@@ -4,8 +4,10 @@ Every stage plugs into the one loop of ``titok_jax.train.loop``:
 
 * ``init_state(rng) -> TrainState``                       (pure; jitted with output shardings)
 * ``train_step(state, batch, aux) -> (state, metrics)``  (pure; jitted, state donated)
-* ``reconstruct(state, batch, aux) -> images``           (pure; eval grids and PSNR)
-* host-side edges: ``load_aux(workdir)`` (frozen networks: teacher, perceptual net),
+* ``eval_outputs(state, batch, aux) -> arrays``           (pure; default: originals + reconstructions)
+* host-side edges: ``loaders(workdir, ...)`` (train/eval data; default: the image pipeline),
+  ``eval_summary(outputs) -> (scalars, grid)`` (default: PSNR + an originals/reconstructions grid),
+  ``load_aux(workdir)`` (frozen networks: teacher, perceptual net, tokenizer),
   ``handoff(state, workdir)`` (initial weights from earlier stages), ``final_params(state)``.
 
 Stages (official_titok.md sections 5-6):
@@ -16,13 +18,15 @@ Stages (official_titok.md sections 5-6):
 * ``stage2``: encoder/quantizer frozen (zero updates), ViT decoder + VQGAN pixel decoder + pixel
   codebook fine-tuned with MSE + perceptual + GAN (discriminator from ``discriminator_start``);
 * ``single_stage``: a non-legacy (pixel-head) TiTok trained from scratch with the stage-2 losses
-  plus the quantizer loss — no teacher.
+  plus the quantizer loss — no teacher;
+* ``generator``: the MaskGIT generator on pre-tokenized ids (``titok_jax.train.generator_stage``).
 
 This module never imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import os
@@ -45,7 +49,7 @@ from titok_jax.train.state import TrainState
 
 log = logging.getLogger("titok_jax.train")
 
-STAGES = ("teacher", "stage1", "stage2", "single_stage")
+STAGES = ("teacher", "stage1", "stage2", "single_stage", "generator")
 
 
 class StageError(ValueError):
@@ -74,12 +78,13 @@ def _global_norm(tree) -> jax.Array:
     return optax.tree.norm(tree)
 
 
-class Stage:
-    """Shared machinery: optimizer, EMA, the GAN half-step and eval reconstruction."""
+class Stage(abc.ABC):
+    """Shared machinery: optimizer, EMA, the GAN half-step, data and eval reconstruction."""
 
     name: str = ""
     section: str = ""  # config section with the stage's hyper-parameters (default: the stage name)
     has_discriminator: bool = False
+    grid_name: str = "recon"  # eval image grid: WORKDIR/<stage>/<grid_name>_final.png
 
     def __init__(self, config):
         self.config = config
@@ -88,11 +93,13 @@ class Stage:
         self.image_size = self._image_size()
 
     # -- to implement ---------------------------------------------------------------------------
+    @abc.abstractmethod
     def _image_size(self) -> int:
-        raise NotImplementedError
+        """Training image size (pixels)."""
 
+    @abc.abstractmethod
     def init_params(self, rng) -> Any:
-        raise NotImplementedError
+        """Random-init parameters of the trained model (pure)."""
 
     def name_map(self):
         return None
@@ -100,11 +107,37 @@ class Stage:
     def frozen(self) -> Tuple[str, ...]:
         return ()
 
-    def generator_loss(self, params, state, batch, aux, rng) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def generator_loss(self, params, state, batch, aux, rng) -> Tuple[jax.Array, Tuple[Dict[str, jax.Array], Any]]:
+        """(loss, (metrics, model output passed to the discriminator step)) of the trained model (pure)."""
 
+    @abc.abstractmethod
     def reconstruct(self, state, batch, aux) -> jax.Array:
-        raise NotImplementedError
+        """Eval reconstructions of ``batch['image']`` in [0, 1] (pure)."""
+
+    # -- data and eval (image stages; the generator stage overrides) ----------------------------
+    def loaders(self, workdir: str, process_index: int, process_count: int):
+        """(train loader, eval loader) for this process."""
+        from titok_jax import data as data_lib
+
+        common = dict(image_size=self.image_size, seed=self.config.seed, process_index=process_index,
+                      process_count=process_count)  # fmt: skip
+        train = data_lib.make_loader(self.config.data, global_batch_size=self.sc.batch_size, train=True, **common)
+        eval_batch = self.config.eval.batch_size
+        ev = data_lib.make_loader(self.config.data, global_batch_size=eval_batch, train=False, **common)
+        return train, ev
+
+    def eval_outputs(self, state, batch, aux) -> Dict[str, jax.Array]:
+        return {"orig": batch["image"], "recon": self.reconstruct(state, batch, aux)}
+
+    def eval_summary(self, outputs: Dict[str, Any]) -> Tuple[Dict[str, float], Any]:
+        import numpy as np
+
+        from titok_jax import images as im
+
+        orig = np.asarray(outputs["orig"], np.float32)
+        recon = np.clip(np.asarray(outputs["recon"], np.float32), 0.0, 1.0)
+        return {"psnr": float(np.mean(im.psnr(orig, recon)))}, im.grid([orig, recon])
 
     # -- common ---------------------------------------------------------------------------------
     def tx(self, params):
@@ -152,7 +185,6 @@ class Stage:
 
     def train_step(self, state: TrainState, batch, aux):
         rng, step_rng = jax.random.split(state.rng)
-        images = batch["image"]
 
         def loss_fn(params):
             return self.generator_loss(params, state, batch, aux, step_rng)
@@ -168,7 +200,7 @@ class Stage:
             ema = ema_update(ema, params, state.step, self.sc.ema_decay)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema, rng=rng)
         if self.has_discriminator:
-            new, d_metrics = self._discriminator_step(new, images, jax.lax.stop_gradient(recon), state.step)
+            new, d_metrics = self._discriminator_step(new, batch["image"], jax.lax.stop_gradient(recon), state.step)
             metrics.update(d_metrics)
         return new, metrics
 
@@ -280,6 +312,48 @@ class TeacherStage(Stage):
 # ----------------------------------------------------------------------------------------------
 def stage_finished(workdir: str, stage: str) -> bool:
     return os.path.isdir(final_dir(workdir, stage))
+
+
+TOKENIZER_STAGES = ("stage2", "single_stage", "stage1")  # latest first: where a run's tokenizer ends up
+
+
+def tokenizer_checkpoint(workdir: str, explicit: str = "", section: str = "") -> str:
+    """The tokenizer params to use after training: ``explicit`` (an Orbax params directory from
+    ``python -m titok_jax.port import`` or a stage's ``final/``) or else the latest finished tokenizer
+    stage under ``workdir`` (stage2, then single_stage, then stage1). ``section`` names the config
+    section of the step asking (for the error message), e.g. ``linear_probe``."""
+    opt = f"config.{section}." if section else ""
+    if explicit:
+        path = os.path.abspath(os.path.expanduser(explicit))
+        if not os.path.isdir(path):
+            raise StageError(
+                f"{opt}tokenizer_checkpoint={explicit} not found (expected an Orbax params directory: a stage's "
+                "final/ or the output of `python -m titok_jax.port import`)"
+            )
+        return path
+    looked = []
+    for name in TOKENIZER_STAGES:
+        path = final_dir(workdir, name)
+        if os.path.isdir(path):
+            return path
+        looked.append(path)
+    raise StageError(
+        f"no tokenizer checkpoint: none of {', '.join(looked)} exists. Train one first (list stage1/stage2 or "
+        f"single_stage earlier in config.stages), or set {opt}tokenizer_checkpoint to an Orbax params directory "
+        "(a stage's final/, or the output of `python -m titok_jax.port import --config=... "
+        f"--weights=tokenizer_titok_*.bin --out=DIR`), or {opt}tokenizer_weights to an official weight file "
+        "(.safetensors, or .bin with allow_pickle=True)"
+    )
+
+
+def load_tokenizer_params(config, path: str, parts=None) -> Dict[str, Any]:
+    """Tokenizer params (only the top-level ``parts`` when given, e.g. the encoder side for
+    tokenizing: a stage-1 checkpoint has no pixel decoder, and none is needed to encode)."""
+    handle = registry.from_config(config)
+    abstract = handle.abstract()
+    if parts is None:
+        return checkpoint.load_params(path, abstract)
+    return checkpoint.load_subtrees(path, {k: abstract[k] for k in parts if k in abstract})
 
 
 def check_teacher(config, workdir: str) -> str:
@@ -483,6 +557,10 @@ class SingleStage(TiTokStage):
 
 
 def make_stage(name: str, config) -> Stage:
+    if name == "generator":
+        from titok_jax.train.generator_stage import GeneratorStage
+
+        return GeneratorStage(config)
     classes = {"teacher": TeacherStage, "stage1": Stage1, "stage2": Stage2, "single_stage": SingleStage}
     if name not in classes:
         raise StageError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
