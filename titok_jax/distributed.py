@@ -34,3 +34,22 @@ def initialize(FLAGS) -> None:  # noqa: N803
         kw = dict(coordinator_address=FLAGS.coordinator_address, num_processes=FLAGS.num_processes,
                   process_id=FLAGS.process_id)  # fmt: skip
     jax.distributed.initialize(**kw)
+
+
+def run_step_cli(run_fn, config, FLAGS) -> None:  # noqa: N803
+    """Body of a step's command line (pretokenize, linear_probe): start the runtime, run
+    ``run_fn(config, FLAGS.workdir)``, exit 2 with the message on bad input, and print the summary
+    (process 0)."""
+    import json
+    import sys
+
+    initialize(FLAGS)
+    import jax
+
+    try:
+        summary = run_fn(config, FLAGS.workdir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if jax.process_index() == 0:
+        print("summary: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))

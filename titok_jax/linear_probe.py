@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
@@ -564,18 +563,9 @@ def main(argv: Sequence[str], config_flag, FLAGS) -> None:  # noqa: N803
     config = config_flag.value
     if config is None or not FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
-    import jax
-
     from titok_jax import distributed
 
-    distributed.initialize(FLAGS)
-    try:
-        summary = run(config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if jax.process_index() == 0:
-        print("summary: " + json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}))
+    distributed.run_step_cli(run, config, FLAGS)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import glob
 import hashlib
 import json
 import os
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -601,24 +600,16 @@ def main(argv, config_flag, FLAGS) -> None:  # noqa: N803
     config = config_flag.value
     if config is None or not FLAGS.workdir:
         raise app.UsageError("--config and --workdir are required")
-    import jax
     import ml_collections
 
     from titok_jax import distributed
 
-    distributed.initialize(FLAGS)
     if FLAGS.out:
         with config.unlocked():
             if "pretokenize" not in config:
                 config.pretokenize = ml_collections.ConfigDict(default_section())
             config.pretokenize.out_dir = FLAGS.out
-    try:
-        summary = run(config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if jax.process_index() == 0:
-        print("summary: " + json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary.items()}))
+    distributed.run_step_cli(run, config, FLAGS)
 
 
 if __name__ == "__main__":
