@@ -86,15 +86,9 @@ def matmul_peak(dtype, n: int, iters: int = 5) -> float:
 def _official_passes(sampling) -> int:
     """Generator forward passes (in units of batch B) the official sampler makes: two (conditional +
     unconditional) at every step whose guidance scale is non-zero, else one (official_titok.md 7.5)."""
-    t, g = sampling.num_steps, sampling.guidance_scale
-    s = np.arange(t)
-    if sampling.guidance_decay == "constant":
-        cfg = np.full(t, g)
-    elif sampling.guidance_decay == "linear":
-        cfg = g * s / t
-    else:  # power-cosine: starts at 1
-        cfg = (g - 1) * 0.5 * (1 - np.cos(np.pi * (s / t) ** sampling.guidance_scale_pow)) + 1
-    return int(np.sum(np.where(cfg != 0, 2, 1)))
+    from titok_jax.sampling import guidance_schedule
+
+    return int(np.sum(np.where(guidance_schedule(sampling) != 0, 2, 1)))
 
 
 def bench_model(name: str, rows, batch: Dict[str, int], dtype: str, iters: int, seed: int = 0) -> List[Dict]:

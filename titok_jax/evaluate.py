@@ -57,10 +57,10 @@ def default_section() -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- data
 def _process_share(n: int) -> Tuple[int, int]:
-    import jax
+    from titok_jax.evaluation.features import _process_slice
 
-    bounds = np.linspace(0, n, jax.process_count() + 1).astype(int)
-    return int(bounds[jax.process_index()]), int(bounds[jax.process_index() + 1])
+    share = _process_slice(n)
+    return share.start, share.stop
 
 
 def eval_image_batches(source, image_size: int, batch_size: int, max_images: int = 0) -> Iterator[np.ndarray]:
@@ -179,14 +179,9 @@ def evaluate_samples(samples_npz: str, features, reference: str = "") -> Dict[st
 
 # ---------------------------------------------------------------------------------------------- step
 def _section(config) -> Dict[str, Any]:
-    sec = default_section()
-    given = config.get("evaluate", None)
-    given = given.to_dict() if hasattr(given, "to_dict") else dict(given or {})
-    unknown = sorted(set(given) - set(sec))
-    if unknown:
-        raise ValueError(f"unknown config.evaluate key(s) {unknown}; known: {sorted(sec)}")
-    sec.update(given)
-    return sec
+    from titok_jax.presets import step_section
+
+    return step_section(config, "evaluate", default_section())
 
 
 def _features(sec, mesh=None):

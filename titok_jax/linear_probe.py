@@ -77,14 +77,9 @@ def _log(msg: str) -> None:
 
 def section(config) -> Dict[str, Any]:
     """``config.linear_probe`` merged over ``default_section()`` and checked; unknown keys are an error."""
-    out = default_section().to_dict()
-    sec = config.get("linear_probe", None) if hasattr(config, "get") else None
-    if sec is not None:
-        sec = sec.to_dict() if hasattr(sec, "to_dict") else dict(sec)
-        unknown = sorted(set(sec) - set(out))
-        if unknown:
-            raise LinearProbeError(f"unknown config.linear_probe key(s) {unknown}; valid: {sorted(out)}")
-        out.update({k: v for k, v in sec.items() if v is not None})
+    from titok_jax.presets import step_section
+
+    out = step_section(config, "linear_probe", default_section().to_dict(), LinearProbeError)
     for k, t in _TYPES.items():
         try:
             out[k] = t(out[k])

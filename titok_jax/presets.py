@@ -82,6 +82,20 @@ MODELS: Dict[str, Any] = {
 IMAGE_SIZES = {"maskgit_vqgan": 256, "maskgit_vqgan_tiny": 64}
 
 
+def step_section(config, name: str, defaults: Dict[str, Any], error=ValueError) -> Dict[str, Any]:
+    """``config.<name>`` merged over ``defaults`` (None values keep the default); unknown keys raise ``error``.
+    Shared by the steps that read a config section (pretokenize, evaluate, linear_probe)."""
+    out = dict(defaults)
+    sec = config.get(name, None) if hasattr(config, "get") else None
+    if sec is not None:
+        sec = sec.to_dict() if hasattr(sec, "to_dict") else dict(sec)
+        unknown = sorted(set(sec) - set(out))
+        if unknown:
+            raise error(f"unknown config.{name} key(s) {unknown}; valid: {sorted(out)}")
+        out.update({k: v for k, v in sec.items() if v is not None})
+    return out
+
+
 def model_kind(model_config) -> str:
     if isinstance(model_config, TiTokConfig):
         return "titok"

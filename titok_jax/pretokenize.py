@@ -504,14 +504,9 @@ def finalize_manifest(
 # ---------------------------------------------------------------------------------------------- config entry
 def section(config) -> Dict[str, Any]:
     """``config.pretokenize`` merged over ``default_section()``; unknown keys are an error."""
-    out = default_section()
-    sec = config.get("pretokenize", None) if hasattr(config, "get") else None
-    if sec is not None:
-        sec = sec.to_dict() if hasattr(sec, "to_dict") else dict(sec)
-        unknown = sorted(set(sec) - set(out))
-        if unknown:
-            raise PretokenizeError(f"unknown config.pretokenize key(s) {unknown}; valid: {sorted(out)}")
-        out.update({k: v for k, v in sec.items() if v is not None})
+    from titok_jax.presets import step_section
+
+    out = step_section(config, "pretokenize", default_section(), PretokenizeError)
     if out["split"] not in ("train", "eval"):
         raise PretokenizeError(f"config.pretokenize.split must be 'train' or 'eval', got {out['split']!r}")
     return out

@@ -76,8 +76,12 @@ class Sampler:
         self.sampling = sampling or sampling_settings(config)
         dtype = DTYPES[config.get("dtype", "float32")]
         self.gen_params, self.tok_params = generator_params, tokenizer_params
-        self._fn = make_sample_fn(gen_lib.build(self.gen_config, dtype), self.sampling, TiTok(self.tok_config, dtype))
+        fn = make_sample_fn(gen_lib.build(self.gen_config, dtype), self.sampling, TiTok(self.tok_config, dtype))
         self.mesh = make_mesh((-1, 1))
+        shard = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+        repl = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        # labels split over every device, outputs replicated (every process reads all samples)
+        self._fn = jax.jit(fn, in_shardings=(None, shard, None, None), out_shardings=(repl, repl))
         self._jax = jax
 
     # -- constructors ---------------------------------------------------------------------------
@@ -141,24 +145,29 @@ class Sampler:
     def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32) -> Tuple[Any, Any]:
         """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); batch b uses rng fold_in(seed, b)."""
         import numpy as np
-        from jax.sharding import NamedSharding
-        from jax.sharding import PartitionSpec as P
 
         jax = self._jax
         labels = self.check_labels(labels)
         n_dev = self.mesh.devices.size
         bs = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
-        shard = NamedSharding(self.mesh, P(("data", "fsdp")))
-        repl = NamedSharding(self.mesh, P())
-        fn = jax.jit(self._fn, in_shardings=(None, shard, None, None), out_shardings=(repl, repl))
         ids, images = [], []
         key = jax.random.key(seed)
+        pending = None  # (outputs, n) of the previous batch: copied to the host after the next is dispatched
+
+        def fetch(p):
+            (t, x), n = p
+            ids.append(np.asarray(t)[:n])
+            images.append(np.asarray(x)[:n])
+
         for b, i in enumerate(range(0, len(labels), bs)):
             chunk = labels[i : i + bs]
             padded = np.concatenate([chunk, np.zeros(bs - len(chunk), np.int32)])
-            t, x = fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
-            ids.append(np.asarray(t)[: len(chunk)])
-            images.append(np.asarray(x)[: len(chunk)])
+            out = self._fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
+            if pending is not None:
+                fetch(pending)
+            pending = (out, len(chunk))
+        if pending is not None:
+            fetch(pending)
         return np.concatenate(ids).astype(np.int32), np.concatenate(images).astype(np.uint8)
 
 

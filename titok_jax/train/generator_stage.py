@@ -41,9 +41,13 @@ DECODE_PARTS = ("latent_tokens", "quantize", "decoder", "pixel_quantize", "pixel
 
 
 def generator_config(config) -> "gen_lib.GeneratorConfig":
-    if "generator" not in config or "model" not in config.generator:
-        raise StageError("the config has no generator section (config.generator.model); use a TiTok training config")
-    return gen_lib.GeneratorConfig.from_dict(config.generator.model.to_dict())
+    """The config's generator (``registry.generator_from_config``: read and checked against the tokenizer)."""
+    from titok_jax.models import registry
+
+    try:
+        return registry.generator_from_config(config).config
+    except ValueError as e:
+        raise StageError(str(e)) from None
 
 
 def mask_tokens(tokens: jax.Array, rng: jax.Array, mask_id: int) -> Tuple[jax.Array, jax.Array]:
@@ -76,16 +80,10 @@ class GeneratorStage(Stage):
     grid_name = "samples"
 
     def __init__(self, config):
-        self.gen_config = generator_config(config)
         self.tok_config = TiTokConfig.from_dict(config.model.to_dict())
-        g, t = self.gen_config, self.tok_config
-        if t.quantize_mode != "vq":
+        if self.tok_config.quantize_mode != "vq":
             raise StageError("the MaskGIT generator needs a VQ tokenizer (discrete ids); this TiTok is a VAE")
-        if (g.codebook_size, g.image_seq_len) != (t.codebook_size, t.num_latent_tokens):
-            raise StageError(
-                f"generator (codebook {g.codebook_size}, {g.image_seq_len} tokens) does not fit the tokenizer "
-                f"(codebook {t.codebook_size}, {t.num_latent_tokens} tokens): fix config.generator.model"
-            )
+        self.gen_config = generator_config(config)
         super().__init__(config)
 
     # -- model ----------------------------------------------------------------------------------
