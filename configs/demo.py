@@ -14,7 +14,7 @@ below) and WORKDIR/sample/{tokens.npy, samples.npz, grid.png}.
     python -m titok_jax.main --config=configs/demo.py --workdir=out/demo_run
 """
 
-from titok_jax import presets
+from titok_jax.config import presets
 
 
 def get_config(arg=None):

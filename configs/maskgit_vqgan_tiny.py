@@ -1,6 +1,6 @@
 """maskgit_vqgan_tiny. Usage: --config=configs/maskgit_vqgan_tiny.py[:dtype=bfloat16,seed=N]."""
 
-from titok_jax import presets
+from titok_jax.config import presets
 
 
 def get_config(arg=None):

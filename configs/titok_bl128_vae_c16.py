@@ -4,7 +4,7 @@ Usage: --config=configs/titok_bl128_vae_c16.py[:dtype=bfloat16,seed=N]; every fi
 --config.<key>=<value> (e.g. --config.data.data_dir=..., --config.teacher.checkpoint=...).
 """
 
-from titok_jax import presets
+from titok_jax.config import presets
 
 
 def get_config(arg=None):

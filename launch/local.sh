@@ -19,7 +19,7 @@
 #                        to let JAX choose (then no device variables are set).
 #   MODULE               python module to run (default titok_jax.main; any module with the
 #                        --config/--workdir/--coordinator_address/--num_processes/--process_id flags,
-#                        e.g. titok_jax.pretokenize or titok_jax.linear_probe)
+#                        e.g. titok_jax.cli.pretokenize or titok_jax.cli.linear_probe)
 #   PORT                 coordinator port on localhost (default: a free port picked at start)
 #   KILL_GRACE           seconds the processes get to stop after SIGTERM before SIGKILL (default 60)
 #   PYTHON               interpreter (default: .venv/bin/python if present, else python3)

@@ -11,7 +11,7 @@
 #   PYTHON       interpreter with titok_jax's requirements (default: .venv/bin/python if present, else python3).
 #
 # .bin files are PyTorch pickles: reading them needs torch (pip install torch) and is done with
-# torch.load(weights_only=True) through --allow-pickle. Files that are absent are skipped.
+# torch.load(weights_only=True) through --allow_pickle. Files that are absent are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${WEIGHTS_DIR:?set WEIGHTS_DIR to the folder with the downloaded official weights}"
@@ -28,8 +28,8 @@ convert() {  # convert CONFIG FILE_STEM NAME
   else echo "skip $name: no $stem{.safetensors,.bin} in $WEIGHTS_DIR"; return 0; fi
   if [[ -d "$OUT_DIR/$name" ]]; then echo "skip $name: $OUT_DIR/$name exists"; return 0; fi
   echo "== $name <- $src"
-  "$PYTHON" -m titok_jax.port import --config="configs/$config.py" --weights="$src" \
-    --out="$OUT_DIR/$name" --allow-pickle
+  "$PYTHON" -m titok_jax.cli.port import --config="configs/$config.py" --weights="$src" \
+    --out="$OUT_DIR/$name" --allow_pickle
 }
 
 convert titok_l32 tokenizer_titok_l32 titok_l32

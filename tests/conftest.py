@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 import numpy as np
-import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED = pathlib.Path(os.environ.get("TITOK_SHARED_DIR", REPO.parent / "shared"))
-FIXTURES = SHARED / "fixtures" / "official"
+# Outputs of the official code (tests/fixtures/official/README.md says how each was made); never edit them.
+FIXTURES = REPO / "tests" / "fixtures" / "official"
 
 
 def fixture_dir(*parts: str) -> pathlib.Path:
     path = FIXTURES.joinpath(*parts)
     if not path.exists():
         raise FileNotFoundError(
-            f"official fixture {path} not found: the tests need ../shared beside the checkout "
-            "(or TITOK_SHARED_DIR pointing at it)"
+            f"official fixture {path} not found (tests/fixtures/official is part of the repository)"
         )
     return path
 
@@ -50,8 +47,3 @@ def assert_parity(ours, ref, name: str, atol: float = ATOL, scale_ref=None) -> f
     err = max_abs(ours, ref)
     assert err <= atol * scale, f"{name}: max|diff| {err:.3g} > {atol * scale:.3g} (max|ref| {scale:.3g})"
     return err
-
-
-@pytest.fixture(scope="session")
-def shared_dir():
-    return SHARED

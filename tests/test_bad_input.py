@@ -14,7 +14,7 @@ from conftest import fixture_dir, load_st
 from safetensors.numpy import save_file
 from titok_fixtures import TITOK_TINY, VQGAN_JAX_TINY
 
-from titok_jax import presets
+from titok_jax.config import presets
 from titok_jax.images import ImageError, load_images, validate_batch
 from titok_jax.models import maskgit_vqgan_map
 from titok_jax.models.maskgit_vqgan import init_params as vqgan_init
@@ -101,7 +101,7 @@ def test_truncated_and_garbage_safetensors(tmp_path, tiny_sd):
 def test_pickles_need_explicit_permission(tmp_path):
     p = tmp_path / "model.bin"
     p.write_bytes(b"\x80\x04not really a pickle")
-    with pytest.raises(WeightFileError, match="--allow-pickle"):
+    with pytest.raises(WeightFileError, match="--allow_pickle"):
         load_state_dict(str(p))
     try:
         import torch  # noqa: F401
@@ -139,7 +139,7 @@ def test_maskgit_checkpoint_errors(tmp_path):
             ckpt, jax.eval_shape(lambda r: vqgan_init(big, r), jax.random.key(0))
         )
     ok = maskgit_vqgan_map.maskgit_jax_name_map(VQGAN_JAX_TINY).to_flax(
-        ckpt, jax.eval_shape(lambda r: vqgan_init(VQGAN_JAX_TINY, r, 32), jax.random.key(0))
+        ckpt, jax.eval_shape(lambda r: vqgan_init(VQGAN_JAX_TINY, r), jax.random.key(0))
     )
     assert ok["quantize"]["embedding"].shape == (64, 32)
 
@@ -198,7 +198,7 @@ def test_config_errors():
 
 
 def test_token_id_validation():
-    from titok_jax.inference import Tokenizer
+    from titok_jax.api import Tokenizer
 
     tok = Tokenizer.random_init("titok_tiny", 0)
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 64\)"):

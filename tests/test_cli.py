@@ -23,13 +23,19 @@ def run(*args, expect=0):
 def imported(tmp_path_factory):
     out = tmp_path_factory.mktemp("port") / "ckpt"
     weights = fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors"
-    p = run("titok_jax.port", "import", "--config=configs/titok_tiny.py", f"--weights={weights}", f"--out={out}")
+    p = run("titok_jax.cli.port", "import", "--config=configs/titok_tiny.py", f"--weights={weights}", f"--out={out}")
     assert "163 tensors read" in p.stdout and "done in" in p.stdout
     return out
 
 
 def test_import_then_export_is_identity(imported, tmp_path):
-    run("titok_jax.port", "export", "--config=configs/titok_tiny.py", f"--checkpoint={imported}", f"--out={tmp_path}")
+    run(
+        "titok_jax.cli.port",
+        "export",
+        "--config=configs/titok_tiny.py",
+        f"--checkpoint={imported}",
+        f"--out={tmp_path}",
+    )
     ours = load_st(tmp_path / "model.safetensors")
     ref = load_st(fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors")
     assert set(ours) == set(ref)
@@ -39,7 +45,7 @@ def test_import_then_export_is_identity(imported, tmp_path):
 
 
 def test_reconstruct_round_trip(imported, tmp_path):
-    p = run("titok_jax.reconstruct", "--config=configs/titok_tiny.py", f"--checkpoint={imported}",
+    p = run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", f"--checkpoint={imported}",
             "--images", "skimage:astronaut", "skimage:coffee", f"--out={tmp_path}")  # fmt: skip
     ids, recon = np.load(tmp_path / "ids.npy"), np.load(tmp_path / "recon.npy")
     assert ids.dtype == np.int32 and ids.shape == (2, 8) and ids.min() >= 0 and ids.max() < 64
@@ -51,8 +57,8 @@ def test_reconstruct_round_trip(imported, tmp_path):
     assert grid.size == (2 + 2 * 66, 2 + 2 * 66)
     assert (tmp_path / "astronaut.png").exists() and "mean PSNR" in p.stdout
     # Same ids as the Python API on the same preprocessed images.
+    from titok_jax.api import Tokenizer
     from titok_jax.images import load_images
-    from titok_jax.inference import Tokenizer
 
     tok = Tokenizer.from_checkpoint("configs/titok_tiny.py", str(imported))
     _, x = load_images(["skimage:astronaut", "skimage:coffee"], 64)
@@ -63,7 +69,7 @@ def test_reconstruct_round_trip(imported, tmp_path):
 
 def test_reconstruct_from_weights_file(tmp_path):
     weights = fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors"
-    run("titok_jax.reconstruct", "--config=configs/titok_tiny.py", f"--weights={weights}",
+    run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", f"--weights={weights}",
         "--images=skimage:rocket", f"--out={tmp_path}")  # fmt: skip
     assert np.load(tmp_path / "ids.npy").shape == (1, 8)
 
@@ -71,34 +77,36 @@ def test_reconstruct_from_weights_file(tmp_path):
 def test_hub_folder_export_and_reimport(tmp_path):
     """A standard-size model: export writes config.json + model.safetensors; re-import checks config.json."""
     out = tmp_path / "hub"
-    run("titok_jax.port", "export", "--config=configs/titok_s128.py", "--random-init=3", f"--out={out}")
+    run("titok_jax.cli.port", "export", "--config=configs/titok_s128.py", "--random_init=3", f"--out={out}")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["vq_model"]["num_latent_tokens"] == 128 and cfg["dataset"]["preprocessing"]["crop_size"] == 256
     manifest = json.loads((fixture_dir("manifests") / "titok_s128.json").read_text())["state_dict"]
     sd = load_st(out / "model.safetensors")
     assert {k: list(v.shape) for k, v in sd.items()} == {k: v[0] for k, v in manifest.items()}
     # Importing that folder with a config of another model fails on config.json, naming the difference.
-    p = run("titok_jax.port", "import", "--config=configs/titok_b64.py", f"--weights={out}",
+    p = run("titok_jax.cli.port", "import", "--config=configs/titok_b64.py", f"--weights={out}",
             f"--out={tmp_path / 'bad'}", expect=2)  # fmt: skip
     assert "config.json next to the weights describes another model" in p.stderr
     assert "num_latent_tokens: folder 128 vs config 64" in p.stderr
-    run("titok_jax.port", "import", "--config=configs/titok_s128.py", f"--weights={out}", f"--out={tmp_path / 'ok'}")
+    run(
+        "titok_jax.cli.port", "import", "--config=configs/titok_s128.py", f"--weights={out}", f"--out={tmp_path / 'ok'}"
+    )
 
 
 def test_cli_errors(tmp_path):
     weights = fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors"
-    p = run("titok_jax.port", "import", "--config=configs/titok_l32.py", f"--weights={weights}",
+    p = run("titok_jax.cli.port", "import", "--config=configs/titok_l32.py", f"--weights={weights}",
             f"--out={tmp_path / 'x'}", expect=2)  # fmt: skip
     assert "shape mismatch at 'latent_tokens'" in p.stderr and "Check that --config" in p.stderr
-    p = run("titok_jax.port", "export", "--config=configs/titok_tiny.py", f"--out={tmp_path / 'y'}", expect=1)
-    assert "exactly one of --checkpoint=DIR or --random-init=SEED" in p.stderr
-    p = run("titok_jax.port", "--config=configs/titok_tiny.py", f"--out={tmp_path / 'y'}", expect=1)
+    p = run("titok_jax.cli.port", "export", "--config=configs/titok_tiny.py", f"--out={tmp_path / 'y'}", expect=1)
+    assert "exactly one of --checkpoint, --random_init" in p.stderr
+    p = run("titok_jax.cli.port", "--config=configs/titok_tiny.py", f"--out={tmp_path / 'y'}", expect=1)
     assert "expected a command: import or export" in p.stderr
-    p = run("titok_jax.reconstruct", "--config=configs/titok_tiny.py", "--random-init=0",
+    p = run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", "--random_init=0",
             f"--images={tmp_path / 'missing.png'}", f"--out={tmp_path / 'z'}", expect=2)  # fmt: skip
     assert "image not found" in p.stderr
-    p = run("titok_jax.port", "--help", expect=1)  # absl exits 1 after printing help
-    assert "--random-init" in p.stdout and "import" in p.stdout
+    p = run("titok_jax.cli.port", "--help", expect=1)  # absl exits 1 after printing help
+    assert "--random_init" in p.stdout and "import" in p.stdout
 
 
 def test_maskgit_jax_checkpoint_import_cli(tmp_path):
@@ -106,14 +114,16 @@ def test_maskgit_jax_checkpoint_import_cli(tmp_path):
     ckpt = fixture_dir("tiny", "maskgit_jax_vqgan_tiny") / "tokenizer_tiny_checkpoint"
     cfg = tmp_path / "vqgan_jax_tiny.py"
     cfg.write_text(
-        "from titok_jax import presets\nfrom titok_jax.models.maskgit_vqgan import VQGANConfig\n"
+        "from titok_jax.config import presets\nfrom titok_jax.config.models import VQGANConfig\n"
         "def get_config(arg=None):\n"
         "    c = presets.tokenizer_config('maskgit_vqgan', arg)\n"
         "    vq = VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 2), z_channels=32, codebook_size=64)\n"
         "    c.model = vq.to_dict()\n"
         "    c.image_size = 32\n    return c\n"
     )
-    run("titok_jax.port", "import", f"--config={cfg}", f"--weights={ckpt}", f"--out={tmp_path / 'ck'}")
-    run("titok_jax.port", "export", f"--config={cfg}", f"--checkpoint={tmp_path / 'ck'}", f"--out={tmp_path / 'pt'}")
+    run("titok_jax.cli.port", "import", f"--config={cfg}", f"--weights={ckpt}", f"--out={tmp_path / 'ck'}")
+    run(
+        "titok_jax.cli.port", "export", f"--config={cfg}", f"--checkpoint={tmp_path / 'ck'}", f"--out={tmp_path / 'pt'}"
+    )
     sd = load_st(tmp_path / "pt" / "model.safetensors")
     assert len(sd) == 114 and sd["decoder.up.2.upsample_conv.weight"].shape == (64, 64, 3, 3)

@@ -99,7 +99,7 @@ TINY = ConvNeXtConfig(depths=(1, 2), dims=(8, 16), num_classes=5)
 def tiny_params(seed: int = 1):
     """Random tiny-ConvNeXt params built through the name map (numpy; no init compile)."""
     nm = convnext_map.torch_name_map(TINY)
-    abstract = abstract_params(TINY, 32)
+    abstract = abstract_params(TINY)
     rng = np.random.default_rng(seed)
     state = {
         k: (0.3 * rng.standard_normal(s)).astype(np.float32) for k, s in nm.expected_external_shapes(abstract).items()

@@ -34,7 +34,7 @@ def tiny():
         kwargs = json.load(f)["kwargs"]
     assert DiscriminatorConfig.from_dict(kwargs) == TINY
     sd = load_st(d / "state_dict.safetensors")
-    params = discriminator_map.torch_name_map(TINY).to_flax(sd, abstract_params(TINY, 128))
+    params = discriminator_map.torch_name_map(TINY).to_flax(sd, abstract_params(TINY))
     return params, sd, load_st(d / "inputs.safetensors"), load_st(d / "outputs.safetensors")
 
 
@@ -67,7 +67,7 @@ def test_loss_module_prefix(tiny):
     params, sd, _, _ = tiny
     nm = discriminator_map.torch_name_map(TINY, prefix=discriminator_map.LOSS_MODULE_PREFIX)
     prefixed = {"discriminator." + k: v for k, v in sd.items()}
-    again = nm.to_flax(prefixed, abstract_params(TINY, 128))
+    again = nm.to_flax(prefixed, abstract_params(TINY))
     for path, v in flatten(params).items():
         np.testing.assert_array_equal(flatten(again)[path], v)
     assert set(nm.to_external(params)) == set(prefixed)
@@ -76,7 +76,7 @@ def test_loss_module_prefix(tiny):
 def test_blur_buffer_is_checked(tiny):
     _, sd, _, _ = tiny
     nm = discriminator_map.torch_name_map(TINY)
-    template = abstract_params(TINY, 128)
+    template = abstract_params(TINY)
     np.testing.assert_array_equal(sd["blocks.1.1.kernel"][0, 0], blur_kernel(4))
     bad = dict(sd)
     bad["blocks.1.1.kernel"] = np.full((1, 1, 4, 4), 1 / 16, np.float32)
@@ -95,7 +95,7 @@ def test_manifest_keys_and_shapes():
     with open(fixture_dir("manifests", "discriminator_stage2.json")) as f:
         m = json.load(f)
     cfg = DiscriminatorConfig()
-    abstract = abstract_params(cfg, 256)  # jax.eval_shape: nothing allocated
+    abstract = abstract_params(cfg)  # jax.eval_shape: nothing allocated
     expected = {k: tuple(v[0]) for k, v in m["state_dict"].items()}
     ours = discriminator_map.torch_name_map(cfg).expected_external_shapes(abstract)
     assert ours == expected
@@ -135,6 +135,6 @@ def test_blur_kernels_and_variants():
     # Avg-pool variant: no buffers in its state_dict; 64 -> 32 -> 16 (pool is then the identity).
     cfg = DiscriminatorConfig(hidden_channels=32, num_stages=2, blur_resample=False)
     nm = discriminator_map.torch_name_map(cfg)
-    assert not any(k.endswith(".kernel") for k in nm.expected_external_shapes(abstract_params(cfg, 64)))
+    assert not any(k.endswith(".kernel") for k in nm.expected_external_shapes(abstract_params(cfg)))
     with pytest.raises(ValueError, match="blur_kernel_size"):
         DiscriminatorConfig(blur_kernel_size=6)

@@ -27,7 +27,7 @@ def test_bfloat16_compute_keeps_float32_params_and_quantizer():
     # bf16 has ~3 significant digits: latents agree loosely, most ids survive.
     cont16 = m16.apply({"params": params}, x, method=m16.encode_continuous)
     assert float(jnp.max(jnp.abs(cont16 - m32.apply({"params": params}, x, method=m32.encode_continuous)))) < 0.1
-    agree = float(np.mean(np.asarray(res16["min_encoding_indices"]) == out["encode.min_encoding_indices"][:, 0]))
+    agree = float(np.mean(np.asarray(res16["ids"]) == out["encode.min_encoding_indices"][:, 0]))
     assert agree >= 0.75
     pix = m16.apply({"params": params}, z32, method=m16.decode)
     assert pix.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(pix)))
@@ -41,7 +41,7 @@ def test_codebook_usage_is_reported():
     params = torch_name_map(TITOK_TINY).to_flax(load_st(d / "state_dict.safetensors"), abstract_params(TITOK_TINY))
     m = TiTok(TITOK_TINY)
     _, res = m.apply({"params": params}, jnp.asarray(load_st(d / "inputs.safetensors")["images_nhwc"]), method=m.encode)
-    distinct = len(np.unique(np.asarray(res["min_encoding_indices"])))
+    distinct = len(np.unique(np.asarray(res["ids"])))
     np.testing.assert_allclose(res["codebook_usage"], distinct / TITOK_TINY.codebook_size)
     assert 1.0 <= float(res["codebook_perplexity"]) <= distinct
 
@@ -50,14 +50,16 @@ def test_codebook_usage_is_reported():
     "modules",
     [
         # Library modules together; each command line alone (each defines its own absl flags).
-        "titok_jax.models, titok_jax.porting.api, titok_jax.inference, titok_jax.checkpoint, titok_jax.presets",
+        "titok_jax.models, titok_jax.models.registry, titok_jax.api, titok_jax.checkpoint, titok_jax.config",
         "titok_jax.sampling, titok_jax.models.generator_map, titok_jax.models.inception_map, "
-        "titok_jax.evaluation.features, titok_jax.data.tokens, titok_jax.train.generator_stage, titok_jax.evaluate",
-        "titok_jax.port",
-        "titok_jax.reconstruct",
-        "titok_jax.sample",
-        "titok_jax.pretokenize",
-        "titok_jax.linear_probe",
+        "titok_jax.evaluation, titok_jax.data.tokens, titok_jax.train.stages, titok_jax.steps.pipeline",
+        "titok_jax.cli.train",
+        "titok_jax.cli.port",
+        "titok_jax.cli.reconstruct",
+        "titok_jax.cli.sample",
+        "titok_jax.cli.pretokenize",
+        "titok_jax.cli.evaluate",
+        "titok_jax.cli.linear_probe",
     ],
 )
 def test_inference_and_porting_import_without_tensorflow(modules):
@@ -77,7 +79,7 @@ def test_benchmark_imports_without_tensorflow_grain_or_orbax():
     """The GPU machines have neither TensorFlow nor grain: the benchmark must not need them."""
     code = (
         "import sys\n"
-        "import titok_jax.bench\n"
+        "import titok_jax.cli.bench, titok_jax.benchmarks.inference\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'grain', 'orbax', 'tensorflow_datasets')]\n"
         "assert not bad, bad\n"
         "print('ok')\n"

@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from titok_jax import checkpoint, evaluate, presets
-from titok_jax.evaluation import metrics
+from titok_jax import checkpoint
+from titok_jax.config import parse, presets
+from titok_jax.errors import InputError
+from titok_jax.images import to_uint8
 from titok_jax.models import inception, inception_map, registry
+from titok_jax.steps import evaluate, pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +31,11 @@ def inception_file(tmp_path_factory):
     return str(path)
 
 
-def test_evaluate_step_through_main(tmp_path, inception_file):
-    from titok_jax import main
-
+def test_evaluate_step_through_the_pipeline(tmp_path, inception_file):
     config = presets.training_config("titok_tiny")
     config.stages = ("evaluate",)
     config.data = presets.data_config(source="photos", split="train", eval_split="eval")
-    handle = registry.from_config(config)
+    handle = registry.tokenizer(parse(config))
     checkpoint.save_params(str(tmp_path / "stage2" / "final"), handle.init(jax.random.key(0)), {"stage": "stage2"})
     samples = np.random.default_rng(1).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
     np.savez(tmp_path / "samples.npz", arr_0=samples)
@@ -43,7 +44,7 @@ def test_evaluate_step_through_main(tmp_path, inception_file):
         dict(inception_weights=inception_file, max_images=6, batch_size=4, samples=str(tmp_path / "samples.npz"),
              reference=str(tmp_path / "ref.npz"))
     )  # fmt: skip
-    (summary,) = main.run(config, str(tmp_path))
+    (summary,) = pipeline.run_all(parse(config), str(tmp_path))
     res = json.loads((tmp_path / "evaluate" / "results.json").read_text())
     assert summary["num_images"] == res["num_images"] == 6  # batches of 4: the short last one counts too
     for key in ("rfid", "inception_score_recon", "psnr", "ssim", "codebook_usage", "codebook_entropy_bits"):
@@ -57,9 +58,9 @@ def test_evaluate_step_through_main(tmp_path, inception_file):
 def test_missing_inception_weights_fail_clearly(tmp_path):
     config = presets.training_config("titok_tiny")
     config.evaluate.inception_weights = str(tmp_path / "nope.pth")
-    with pytest.raises(FileNotFoundError, match="pt_inception-2015-12-05"):
-        evaluate.run(config, str(tmp_path))
+    with pytest.raises(InputError, match="pt_inception-2015-12-05"):
+        evaluate.run(parse(config), str(tmp_path))
 
 
 def test_uint8_conversion_truncates():
-    np.testing.assert_array_equal(metrics.to_uint8(np.array([0.99999, 1.5, -0.1, 0.5])), [254, 255, 0, 127])
+    np.testing.assert_array_equal(to_uint8(np.array([0.99999, 1.5, -0.1, 0.5])), [254, 255, 0, 127])

@@ -1,5 +1,5 @@
 """Generator key/shape completeness against the full-size official manifests
-(shared/fixtures/official/manifests/generator_titok_{s128,b64,l32}.json).
+(tests/fixtures/official/manifests/generator_titok_{s128,b64,l32}.json).
 
 The export name map applied to our parameter tree (built abstractly with ``jax.eval_shape``: no
 memory) gives exactly the official state_dict keys, in the official order, with the official shapes,
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import fixture_dir
 
-from titok_jax import presets
-from titok_jax.models import generator_map, registry
+from titok_jax.config import official, parse, presets
+from titok_jax.models import registry
 from titok_jax.sampling import SamplingConfig
 
 MODELS = ("titok_s128", "titok_b64", "titok_l32")
@@ -28,7 +28,7 @@ def handle(name, with_section: bool):
     config = presets.tokenizer_config(name)
     if with_section:
         config.generator = presets.generator_section(name)
-    return registry.from_config(config, generator=True)
+    return registry.generator(parse(config))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -53,10 +53,10 @@ def test_export_keys_order_shapes_and_counts(name):
 def test_official_config_round_trip(name):
     spec = manifest(name)["spec"]["config"]
     gen = presets.GENERATORS[name]
-    assert generator_map.generator_config_from_official(spec) == gen
+    assert official.generator_from_official(spec) == gen
     # the official sampling settings of the yaml are ours (plus annealing and pow, passed by the script)
     s = SamplingConfig.official(name)
-    assert generator_map.sampling_from_official(spec) == {
+    assert official.sampling_from_official(spec) == {
         k: getattr(s, k) for k in ("num_steps", "guidance_scale", "guidance_decay", "randomize_temperature")
     }
     ours = handle(name, with_section=False).official_config()  # no config.generator: preset fallback
@@ -69,9 +69,9 @@ def test_official_config_round_trip(name):
 def test_generator_needs_a_description():
     config = presets.tokenizer_config("titok_bl64_vq8k")  # no generator preset for this tokenizer
     with pytest.raises(ValueError, match="describes no generator"):
-        registry.from_config(config, generator=True)
+        registry.generator(parse(config))
     config.generator = presets.generator_section("titok_b64")  # 4096 codes vs the tokenizer's 8192
     with pytest.raises(ValueError, match="does not fit the tokenizer"):
-        registry.from_config(config, generator=True)
+        registry.generator(parse(config))
     with pytest.raises(ValueError, match="no generator preset"):
         presets.generator_section("maskgit_vqgan")

@@ -1,4 +1,4 @@
-"""MaskGIT generator parity with the official PyTorch models (shared/fixtures/official/tiny/generator_*).
+"""MaskGIT generator parity with the official PyTorch models (tests/fixtures/official/tiny/generator_*).
 
 Each fixture: official random weights -> our name map -> our ImageBert / UViTBert on the same ids and
 labels; logits with the class kept (``cond_drop_prob=0``) and replaced by the null class
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import REPO, fixture_dir, load_st
 
-from titok_jax import presets
+from titok_jax.config import official, presets
 from titok_jax.models import generator as gen_lib
 from titok_jax.models import generator_map
 from titok_jax.porting.mapping import PortError
@@ -28,7 +28,7 @@ FIXTURES = {"generator_imagebert_tiny": "ViT", "generator_uvit_tiny": "UViT"}
 
 def fixture_config(name) -> gen_lib.GeneratorConfig:
     spec = json.loads((fixture_dir("tiny", name) / "config.json").read_text())
-    return generator_map.generator_config_from_official(spec["config"])
+    return official.generator_from_official(spec["config"])
 
 
 def load(name):
@@ -181,24 +181,24 @@ def test_hub_folder_api_round_trip(tmp_path):
     """export_generator_weights -> model.safetensors + config.json; re-import checks config.json."""
     import ml_collections
 
-    from titok_jax.porting import api
+    from titok_jax.api import weights as api
 
     config = presets.tokenizer_config("titok_tiny")
     config.generator = presets.generator_section("titok_tiny")
     _, params, sd, *_ = load("generator_imagebert_tiny")
     state, paths = api.export_generator_weights(config, params, str(tmp_path / "hub"))
-    official = json.loads((tmp_path / "hub" / "config.json").read_text())
-    assert official["model"]["generator"]["model_type"] == "ViT"
-    assert official["model"]["vq_model"]["codebook_size"] == 64
-    assert official["model"]["generator"]["guidance_decay"] == "constant"
-    assert generator_map.generator_config_from_official(official) == presets.GENERATORS["titok_tiny"]
-    assert generator_map.sampling_from_official(official)["num_steps"] == 8
+    folder = json.loads((tmp_path / "hub" / "config.json").read_text())
+    assert folder["model"]["generator"]["model_type"] == "ViT"
+    assert folder["model"]["vq_model"]["codebook_size"] == 64
+    assert folder["model"]["generator"]["guidance_decay"] == "constant"
+    assert official.generator_from_official(folder) == presets.GENERATORS["titok_tiny"]
+    assert official.sampling_from_official(folder)["num_steps"] == 8
     handle, back, meta = api.import_generator_weights(config, str(tmp_path / "hub"))
     assert handle.kind == "generator" and meta["model_kind"] == "generator"
     np.testing.assert_array_equal(back["lm_head"]["kernel"], params["lm_head"]["kernel"])
     # A folder whose config.json describes another generator is refused, naming the difference.
-    official["model"]["generator"]["num_hidden_layers"] = 4
-    (tmp_path / "hub" / "config.json").write_text(json.dumps(official))
+    folder["model"]["generator"]["num_hidden_layers"] = 4
+    (tmp_path / "hub" / "config.json").write_text(json.dumps(folder))
     with pytest.raises(PortError, match="num_hidden_layers: folder 4 vs config 2"):
         api.import_generator_weights(config, str(tmp_path / "hub"))
     # A tokenizer that does not fit the generator is refused when the handle is built.
@@ -215,7 +215,7 @@ def test_port_cli_generator_import_export(tmp_path):
     weights = fixture_dir("tiny", "generator_imagebert_tiny") / "state_dict.safetensors"
 
     def run(*args, expect=0):
-        p = subprocess.run([sys.executable, "-m", "titok_jax.port", *args, "--config=configs/titok_tiny.py"],
+        p = subprocess.run([sys.executable, "-m", "titok_jax.cli.port", *args, "--config=configs/titok_tiny.py"],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
         assert p.returncode == expect, f"exit {p.returncode}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
         return p

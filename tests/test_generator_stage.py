@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from titok_jax import checkpoint, presets
+from titok_jax import checkpoint
+from titok_jax.config import parse, presets
 from titok_jax.models import registry
-from titok_jax.train import generator_stage as gs
+from titok_jax.steps import pipeline
+from titok_jax.train.stages import generator as gs
 
 
 def test_mask_tokens_follows_the_arccos_schedule():
@@ -62,14 +64,12 @@ def _pipeline_config(steps=6):
 
 @pytest.mark.slow
 def test_pretokenize_generator_sample_pipeline(tmp_path):
-    from titok_jax import main
-
-    config = _pipeline_config()
-    handle = registry.from_config(config)
+    config = parse(_pipeline_config())
+    handle = registry.tokenizer(config)
     params = handle.init(jax.random.key(0))
     checkpoint.save_params(str(tmp_path / "stage2" / "final"), params, {"stage": "stage2"})
 
-    summaries = main.run(config, str(tmp_path))
+    summaries = pipeline.run_all(config, str(tmp_path))
     names = [s["stage"] for s in summaries]
     assert names == ["pretokenize", "generator", "sample"]
     gen = summaries[1]
@@ -87,7 +87,7 @@ def test_pretokenize_generator_sample_pipeline(tmp_path):
     # every step is marked done and skipped on a rerun; the generator's final params load by themselves
     for n in names:
         assert json.loads((tmp_path / n / "DONE.json").read_text())["stage"] == n
-    again = main.run(config, str(tmp_path))
+    again = pipeline.run_all(config, str(tmp_path))
     assert [s["stage"] for s in again] == names
     gparams = checkpoint.load_params(str(tmp_path / "generator" / "final"))
     want = gs.GeneratorStage(config).init_params(jax.random.key(0))
@@ -99,12 +99,11 @@ def test_generator_stage_rejects_a_mismatched_generator():
     config = _pipeline_config()
     config.generator.model.codebook_size = 128
     with pytest.raises(ValueError, match="does not fit the tokenizer"):
-        gs.GeneratorStage(config)
+        gs.GeneratorStage(parse(config))
 
 
 def test_generator_stage_needs_pretokenized_data(tmp_path):
     config = _pipeline_config()
-    stage = gs.GeneratorStage(config)
+    stage = gs.GeneratorStage(parse(config))
     with pytest.raises(ValueError, match="manifest|pretokeni"):
         stage.loaders(str(tmp_path), 0, 1)
-

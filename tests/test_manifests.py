@@ -1,4 +1,4 @@
-"""Key/shape completeness against the full-size official manifests (shared/fixtures/official/manifests).
+"""Key/shape completeness against the full-size official manifests (tests/fixtures/official/manifests).
 
 For every full-size model, the export name map applied to our parameter tree (built abstractly with
 ``jax.eval_shape``: no memory) gives exactly the official state_dict keys and shapes; one model per
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import fixture_dir
 
-from titok_jax import presets
+from titok_jax.config import official, parse, presets
 from titok_jax.models import registry
 from titok_jax.porting.mapping import flatten
 
@@ -40,7 +40,7 @@ def manifest(name):
 
 def handle_for(preset):
     name, _, arg = preset.partition(":")
-    return registry.from_config(presets.tokenizer_config(name, arg or None))
+    return registry.tokenizer(parse(presets.tokenizer_config(name, arg or None)))
 
 
 @pytest.mark.parametrize("manifest_name", sorted(TITOK_MANIFESTS))
@@ -64,11 +64,11 @@ def test_export_keys_and_shapes(manifest_name):
 @pytest.mark.parametrize("manifest_name", [k for k in sorted(TITOK_MANIFESTS) if k.startswith("titok")])
 def test_official_config_roundtrip(manifest_name):
     """Our config <-> the official config dict (what config.json of a hub folder holds)."""
-    official = manifest(manifest_name)["spec"]["config"]
+    spec = manifest(manifest_name)["spec"]["config"]
     h = handle_for(TITOK_MANIFESTS[manifest_name])
-    assert registry.titok_config_from_official(official) == h.config
+    assert official.tokenizer_from_official(spec) == h.config
     ours = h.official_config()["model"]["vq_model"]
-    for k, v in official["model"]["vq_model"].items():
+    for k, v in spec["model"]["vq_model"].items():
         if k in ours:
             assert ours[k] == v, k
 

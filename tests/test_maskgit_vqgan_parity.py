@@ -1,7 +1,6 @@
 """MaskGIT-VQGAN parity: with 1d-tokenizer's PyTorch port (tiny/maskgit_vqgan_tiny) and with the
 original google-research/maskgit Flax model and its msgpack checkpoint (tiny/maskgit_jax_vqgan_tiny)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -9,19 +8,15 @@ from conftest import assert_parity, fixture_dir, load_st
 from titok_fixtures import VQGAN_JAX_TINY, VQGAN_TINY
 
 from titok_jax.models import maskgit_vqgan_map
-from titok_jax.models.maskgit_vqgan import MaskGITVQGAN, init_params
+from titok_jax.models.maskgit_vqgan import MaskGITVQGAN, abstract_params
 from titok_jax.porting.io import load_maskgit_jax_checkpoint
-
-
-def abstract(cfg, size):
-    return jax.eval_shape(lambda r: init_params(cfg, r, size), jax.random.key(0))
 
 
 @pytest.fixture(scope="module")
 def torch_tiny():
     d = fixture_dir("tiny", "maskgit_vqgan_tiny")
     sd = load_st(d / "state_dict.safetensors")
-    params = maskgit_vqgan_map.torch_name_map(VQGAN_TINY).to_flax(sd, abstract(VQGAN_TINY, 64))
+    params = maskgit_vqgan_map.torch_name_map(VQGAN_TINY).to_flax(sd, abstract_params(VQGAN_TINY))
     return (
         MaskGITVQGAN(VQGAN_TINY),
         {"params": params},
@@ -39,7 +34,8 @@ def test_pytorch_port_parity(torch_tiny):
     m, v, _, inp, out = torch_tiny
     x = jnp.asarray(inp["images_nhwc"])
     assert_parity(m.apply(v, x, method=lambda mm, a: mm.encoder(a)), nhwc(out["encoder_latent"]), "encoder_latent")
-    zq, ids = m.apply(v, x, method=m.encode)
+    zq, res = m.apply(v, x, method=m.encode)
+    ids = res["ids"]
     assert_parity(zq, nhwc(out["quantize.z_quantized"]), "quantize.z_quantized")
     for key in ("quantize.min_encoding_indices", "quantize.get_code", "encode"):
         np.testing.assert_array_equal(np.asarray(ids).reshape(2, -1), out[key], err_msg=key)
@@ -49,11 +45,11 @@ def test_pytorch_port_parity(torch_tiny):
                   out["decoder_pixels_nhwc"], "decoder_pixels")  # fmt: skip
     flat = jnp.asarray(out["encode"].astype(np.int32))
     unclamped = out["decoder_pixels_nhwc"]
-    assert_parity(m.apply(v, flat, method=m.decode_ids), out["decode_nhwc"], "decode (clamped)", scale_ref=unclamped)
+    assert_parity(m.apply(v, flat, method=m.decode_tokens), out["decode_nhwc"], "decode (clamped)", scale_ref=unclamped)
     assert_parity(
-        m.apply(v, flat, method=m.decode_ids), out["decode_tokens_nhwc"], "decode_tokens", scale_ref=unclamped
+        m.apply(v, flat, method=m.decode_tokens), out["decode_tokens_nhwc"], "decode_tokens", scale_ref=unclamped
     )
-    assert_parity(m.apply(v, x), out["decode_nhwc"], "forward (clamped)", scale_ref=unclamped)
+    assert_parity(m.apply(v, x)[0], out["decode_nhwc"], "forward (clamped)", scale_ref=unclamped)
 
 
 def test_pytorch_import_export_identity(torch_tiny):
@@ -68,7 +64,7 @@ def test_pytorch_import_export_identity(torch_tiny):
 def jax_tiny():
     d = fixture_dir("tiny", "maskgit_jax_vqgan_tiny")
     ckpt = load_maskgit_jax_checkpoint(str(d / "tokenizer_tiny_checkpoint"))
-    params = maskgit_vqgan_map.maskgit_jax_name_map(VQGAN_JAX_TINY).to_flax(ckpt, abstract(VQGAN_JAX_TINY, 32))
+    params = maskgit_vqgan_map.maskgit_jax_name_map(VQGAN_JAX_TINY).to_flax(ckpt, abstract_params(VQGAN_JAX_TINY))
     return (
         MaskGITVQGAN(VQGAN_JAX_TINY),
         {"params": params},
@@ -83,10 +79,11 @@ def test_original_maskgit_checkpoint_parity(jax_tiny):
     assert len(ckpt) == 114
     x = jnp.asarray(inp["images_nhwc"])
     assert_parity(m.apply(v, x, method=lambda mm, a: mm.encoder(a)), out["encoder_latent"], "encoder_latent")
-    zq, ids = m.apply(v, x, method=m.encode)
+    zq, res = m.apply(v, x, method=m.encode)
+    ids = res["ids"]
     assert_parity(zq, out["encode.quantized"], "encode.quantized")
     np.testing.assert_array_equal(ids, out["encode.encoding_indices"])
-    np.testing.assert_array_equal(m.apply(v, x, method=m.encode_to_ids), out["encode_to_indices"])
+    np.testing.assert_array_equal(m.apply(v, x, method=m.encode)[1]["ids"], out["encode_to_indices"])
     assert_parity(m.apply(v, jnp.asarray(out["encode.quantized"]), method=m.decode), out["decode"], "decode")
     # decode_from_indices (unclamped) = codebook lookup + decoder
     dec = m.apply(v, ids, method=lambda mm, i: mm.decode(mm.quantize.lookup(i)))
@@ -110,7 +107,7 @@ def test_original_maskgit_intermediates(jax_tiny):
 def test_jax_checkpoint_to_pytorch_keys():
     """The original checkpoint converts to exactly the PyTorch state_dict keys of the released .bin."""
     ckpt = load_maskgit_jax_checkpoint(str(fixture_dir("tiny", "maskgit_jax_vqgan_tiny") / "tokenizer_tiny_checkpoint"))
-    params = maskgit_vqgan_map.maskgit_jax_name_map(VQGAN_JAX_TINY).to_flax(ckpt, abstract(VQGAN_JAX_TINY, 32))
+    params = maskgit_vqgan_map.maskgit_jax_name_map(VQGAN_JAX_TINY).to_flax(ckpt, abstract_params(VQGAN_JAX_TINY))
     sd = maskgit_vqgan_map.torch_name_map(VQGAN_JAX_TINY).to_external(params)
     assert sd["encoder.conv_in.weight"].shape == (32, 3, 3, 3)
     np.testing.assert_array_equal(sd["encoder.conv_in.weight"], ckpt["encoder/Conv_0/kernel"].transpose(3, 2, 0, 1))

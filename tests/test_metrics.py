@@ -7,6 +7,7 @@ import pytest
 from scipy import linalg
 
 from titok_jax.evaluation import metrics as M
+from titok_jax.images import to_uint8
 
 
 def _spd(rng, d, scale=1.0):
@@ -211,10 +212,10 @@ def test_codebook_usage():
 
 def test_to_uint8_truncates():
     x = np.array([-0.5, 0.0, 0.5, 0.99999, 1.0, 2.0, 1 / 255, 0.00392], np.float32)
-    np.testing.assert_array_equal(M.to_uint8(x), [0, 0, 127, 254, 255, 255, 1, 0])
-    assert M.to_uint8(x).dtype == np.uint8
+    np.testing.assert_array_equal(to_uint8(x), [0, 0, 127, 254, 255, 255, 1, 0])
+    assert to_uint8(x).dtype == np.uint8
     # float32 arithmetic as torch's (x * 255).to(uint8): k/255 in float32 maps back to k for every k.
     k = np.arange(256)
-    np.testing.assert_array_equal(M.to_uint8(k.astype(np.float32) / np.float32(255)), k)
+    np.testing.assert_array_equal(to_uint8(k.astype(np.float32) / np.float32(255)), k)
     with pytest.raises(TypeError, match="float"):
-        M.to_uint8(np.zeros(3, np.uint8))
+        to_uint8(np.zeros(3, np.uint8))

@@ -1,4 +1,4 @@
-"""Pre-tokenization (``titok_jax.pretokenize``) and the token loader (``titok_jax.data.tokens``).
+"""Pre-tokenization (``titok_jax.steps.pretokenize``) and the token loader (``titok_jax.data.tokens``).
 
 A random-init tiny TiTok would give (nearly) the same ids for every image, so the tests first
 "sharpen" it: its codebook becomes encoder outputs of the test images themselves (+ small noise), so
@@ -17,13 +17,15 @@ import jax
 import numpy as np
 import pytest
 
-from titok_jax import checkpoint, presets
-from titok_jax import pretokenize as pt
-from titok_jax.data import make_source
+from titok_jax import checkpoint
+from titok_jax.api import Tokenizer
+from titok_jax.config import ConfigError, parse, presets, with_changes
+from titok_jax.data import DataConfig, make_source
 from titok_jax.data import tokens as tk
 from titok_jax.data.transforms import eval_transform, to_pil
-from titok_jax.inference import Tokenizer
 from titok_jax.models import registry
+from titok_jax.models.titok import ENCODE_PARTS
+from titok_jax.steps import pretokenize as pt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE, SHARD, BATCH = 64, 2, 4  # 7 photos -> 4 shards (2, 2, 2, 1 images), 14 entries with flips
@@ -64,7 +66,7 @@ def _sharpen(tok: Tokenizer, images: np.ndarray, seed: int = 0) -> Tokenizer:
 
 
 def _encode_parts(tok: Tokenizer):
-    return {k: tok.params[k] for k in pt.ENCODE_PARTS}
+    return Tokenizer(tok.handle, {k: tok.params[k] for k in ENCODE_PARTS})
 
 
 class _Broken:
@@ -85,14 +87,14 @@ class _Broken:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    source = make_source({"source": "photos"}, train=True)
+    source = make_source(DataConfig(source="photos"), train=True)
     images = _images(source)
     both = np.concatenate([images, images[:, :, ::-1]])
     tok = _sharpen(Tokenizer.random_init("titok_tiny_vq", seed=0), both)
     ref = np.concatenate([tok.encode(both[i : i + BATCH])[0] for i in range(0, len(both), BATCH)])
     n = len(source)
     assert len({tuple(r) for r in ref}) == 2 * n, "sharpened tokenizer should give every view its own ids"
-    encode_fn = pt.make_encode_fn(tok.handle, _encode_parts(tok), batch_size=BATCH)
+    encode_fn = _encode_parts(tok).ids_fn(BATCH)
     meta = {"config": tok.handle.config.to_dict(), "weights": "random-init seed 0 (sharpened)"}
     kw = dict(image_size=SIZE, flip=True, shard_size=SHARD, batch_size=BATCH, meta=meta)
     base = str(tmp_path_factory.mktemp("tokens") / "base")
@@ -254,8 +256,8 @@ def test_unreadable_images_are_skipped_and_counted(setup, tmp_path):
 
 def test_batch_size_must_divide_local_devices(setup):
     tok = setup["tok"]
-    with pytest.raises(pt.PretokenizeError, match="multiple of the 2 local device"):
-        pt.make_encode_fn(tok.handle, _encode_parts(tok), batch_size=3, devices=jax.local_devices() * 2)
+    with pytest.raises(ConfigError, match="multiple of the 2 local device"):
+        _encode_parts(tok).ids_fn(3, devices=jax.local_devices() * 2)
 
 
 # --------------------------------------------------------------------------------------- token loader
@@ -319,10 +321,11 @@ def stage1_workdir(tmp_path_factory, setup):
     """A workdir whose finished stage 1 holds a legacy tiny TiTok without pixel decoder."""
     config = presets.training_config("titok_tiny")
     config.data = presets.data_config(source="photos")
+    config = parse(config)
     stage1 = presets.training_config("titok_tiny", "stage1")
     both = _images(setup["source"])
     tok = _sharpen(Tokenizer.random_init(stage1, seed=1), np.concatenate([both, both[:, :, ::-1]]), seed=1)
-    assert "pixel_decoder" not in tok.params and "pixel_decoder" in registry.from_config(config).abstract()
+    assert "pixel_decoder" not in tok.params and "pixel_decoder" in registry.tokenizer(config).abstract()
     wd = tmp_path_factory.mktemp("wd")
     checkpoint.save_params(str(wd / "stage1" / "final"), tok.params, {"stage": "stage1"})
     return config, str(wd), tok
@@ -330,19 +333,15 @@ def stage1_workdir(tmp_path_factory, setup):
 
 def test_run_loads_encoder_of_a_stage1_checkpoint(stage1_workdir, setup):
     config, wd, tok = stage1_workdir
-    with config.unlocked():
-        config.pretokenize = dict(shard_size=4, batch_size=4)
-    summary = pt.run(config, wd)
+    summary = pt.run(with_changes(config, pretokenize=dict(shard_size=4, batch_size=4)), wd)
     out = os.path.join(wd, "pretokenize")
     assert summary["out_dir"] == out and summary["num_examples"] == 14 and summary["num_shards"] == 2
     src = tk.TokenSource(out)
     assert src.manifest["tokenizer"]["weights"] == os.path.join(wd, "stage1", "final")
     assert src.codebook_size == 64 and src.seq_len == 8
     _assert_ids(src, tok, setup["source"])
-    with config.unlocked():
-        config.pretokenize = dict(shard_size=4, batch_sizes=4)
-    with pytest.raises(pt.PretokenizeError, match="unknown config.pretokenize key"):
-        pt.run(config, wd)
+    with pytest.raises(ConfigError, match=r"unknown keys \['pretokenize.batch_sizes'\]"):
+        parse(dict(config.to_dict(), pretokenize=dict(shard_size=4, batch_sizes=4)))
 
 
 def test_cli_two_local_devices(stage1_workdir, setup, tmp_path):
@@ -350,7 +349,7 @@ def test_cli_two_local_devices(stage1_workdir, setup, tmp_path):
     config, wd, tok = stage1_workdir
     out = str(tmp_path / "cli")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    cmd = [sys.executable, "-m", "titok_jax.pretokenize", "--config=configs/titok_tiny.py", f"--workdir={wd}",
+    cmd = [sys.executable, "-m", "titok_jax.cli.pretokenize", "--config=configs/titok_tiny.py", f"--workdir={wd}",
            f"--out={out}", "--config.data.source=photos"]  # fmt: skip
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

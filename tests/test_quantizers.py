@@ -19,7 +19,7 @@ def test_ids_are_nearest_codes_in_cosine_space():
     _, res = q.apply(v, z)
     cb = np.asarray(v["params"]["embedding"])
     cos = np.einsum("blc,kc->blk", np.asarray(l2_normalize(z)), cb / np.linalg.norm(cb, axis=1, keepdims=True))
-    np.testing.assert_array_equal(res["min_encoding_indices"], cos.argmax(-1))
+    np.testing.assert_array_equal(res["ids"], cos.argmax(-1))
 
 
 def test_straight_through_gradient_and_losses():
@@ -32,11 +32,11 @@ def test_straight_through_gradient_and_losses():
     g, (zq, res) = jax.grad(f, has_aux=True)(z)
     # Forward value is the (normalised) code; gradient passes straight through the l2-normalisation.
     cb = l2_normalize(v["params"]["embedding"])
-    np.testing.assert_allclose(zq, cb[res["min_encoding_indices"]], atol=1e-6)
+    np.testing.assert_allclose(zq, cb[res["ids"]], atol=1e-6)
     expected = jax.grad(lambda z: jnp.sum(l2_normalize(z) * 3.0))(z)
     np.testing.assert_allclose(g, expected, atol=1e-6)
     zn = l2_normalize(z)
-    mse = float(jnp.mean((cb[res["min_encoding_indices"]] - zn) ** 2))
+    mse = float(jnp.mean((cb[res["ids"]] - zn) ** 2))
     np.testing.assert_allclose(res["commitment_loss"], 0.25 * mse, rtol=1e-6)
     np.testing.assert_allclose(res["codebook_loss"], mse, rtol=1e-6)
     # The codebook loss trains the codebook only, the commitment loss the encoder only.
@@ -65,7 +65,7 @@ def test_codebook_usage_statistics():
 def test_lookup_matches_quantized_values():
     q, v, z = make()
     zq, res = q.apply(v, z)
-    looked = q.apply(v, res["min_encoding_indices"], method=q.lookup)
+    looked = q.apply(v, res["ids"], method=q.lookup)
     np.testing.assert_allclose(looked, zq, atol=1e-6)
 
 

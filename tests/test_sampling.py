@@ -17,7 +17,9 @@ import pytest
 from conftest import fixture_dir, load_st
 from titok_fixtures import TITOK_TINY
 
-from titok_jax import presets, sampling
+from titok_jax import sampling
+from titok_jax.config import official, presets
+from titok_jax.images import to_uint8
 from titok_jax.models import generator as gen_lib
 from titok_jax.models import generator_map
 from titok_jax.models.titok import TiTok, abstract_params
@@ -43,7 +45,7 @@ def settings(kwargs) -> SamplingConfig:
 def load(name):
     d = fixture_dir("tiny", name)
     spec = json.loads((d / "config.json").read_text())
-    cfg = generator_map.generator_config_from_official(spec["config"])
+    cfg = official.generator_from_official(spec["config"])
     params = generator_map.torch_name_map(cfg).to_flax(load_st(d / "state_dict.safetensors"),
                                                        gen_lib.abstract_params(cfg))  # fmt: skip
     labels = jnp.asarray(load_st(d / "inputs.safetensors")["condition"], jnp.int32)
@@ -226,7 +228,7 @@ def test_whole_loop_is_one_program():
 
 def test_to_uint8_truncates_like_the_official_sample_fn():
     x = jnp.asarray([-0.1, 0.0, 0.5, 0.999, 1.0, 1.2, 1.5 / 255, 254.99 / 255])
-    np.testing.assert_array_equal(sampling.to_uint8(x), [0, 0, 127, 254, 255, 255, 1, 254])
+    np.testing.assert_array_equal(to_uint8(x), [0, 0, 127, 254, 255, 255, 1, 254])
 
 
 def test_fused_decode_titok_tiny():
@@ -247,7 +249,7 @@ def test_fused_decode_titok_tiny():
     assert none is None
     np.testing.assert_array_equal(ids, ids_only)
     pix = jax.jit(lambda p, i: tok.apply({"params": p}, i, method=tok.decode_tokens))(tparams, ids)
-    diff = np.abs(np.asarray(images, np.int32) - np.asarray(sampling.to_uint8(pix), np.int32))
+    diff = np.abs(np.asarray(images, np.int32) - np.asarray(to_uint8(pix), np.int32))
     assert diff.max() <= 1 and np.mean(diff == 0) > 0.99  # truncation at a float boundary may flip by 1
     with pytest.raises(ValueError, match="pass the tokenizer params"):
         fn(gparams, labels, jax.random.key(3))

@@ -1,4 +1,4 @@
-"""TiTok parity with the official PyTorch model (shared/fixtures/official/tiny/titok_*).
+"""TiTok parity with the official PyTorch model (tests/fixtures/official/tiny/titok_*).
 
 Each fixture: official random weights -> our name map -> our model on the same images; every
 output listed in the fixture README is compared (ids exactly, floats per conftest.ATOL).
@@ -39,8 +39,8 @@ def test_legacy_encoder_and_quantizer(legacy):
     assert_parity(z, tokens_last(out["encoder_latent"]), "encoder_latent")
     zq, res = m.apply(v, x, method=m.encode)
     assert_parity(zq, tokens_last(out["encode.z_quantized"]), "encode.z_quantized")
-    np.testing.assert_array_equal(res["min_encoding_indices"], out["encode.min_encoding_indices"][:, 0])
-    assert res["min_encoding_indices"].dtype == jnp.int32
+    np.testing.assert_array_equal(res["ids"], out["encode.min_encoding_indices"][:, 0])
+    assert res["ids"].dtype == jnp.int32
     for k in ("quantizer_loss", "commitment_loss", "codebook_loss"):
         assert_parity(res[k], out[f"quantize.{k}"], k)
 
@@ -49,7 +49,7 @@ def test_legacy_quantizer_alone(legacy):
     m, v, _, _, out = legacy
     zq, res = m.apply(v, jnp.asarray(tokens_last(out["encoder_latent"])), method=lambda mm, z: mm.quantize(z))
     assert_parity(zq, tokens_last(out["quantize.z_quantized"]), "quantize.z_quantized")
-    np.testing.assert_array_equal(res["min_encoding_indices"], out["quantize.min_encoding_indices"][:, 0])
+    np.testing.assert_array_equal(res["ids"], out["quantize.min_encoding_indices"][:, 0])
 
 
 def test_legacy_decoder_paths(legacy):
@@ -88,7 +88,7 @@ def test_nonlegacy_vq(name, cfg):
     assert_parity(m.apply(v, x, method=m.encode_continuous), tokens_last(out["encoder_latent"]), "encoder_latent")
     zq, res = m.apply(v, x, method=m.encode)
     assert_parity(zq, tokens_last(out["encode.z_quantized"]), "encode.z_quantized")
-    np.testing.assert_array_equal(res["min_encoding_indices"], out["encode.min_encoding_indices"][:, 0])
+    np.testing.assert_array_equal(res["ids"], out["encode.min_encoding_indices"][:, 0])
     for k in ("quantizer_loss", "commitment_loss", "codebook_loss"):
         assert_parity(res[k], out[f"quantize.{k}"], k)
     assert_parity(m.apply(v, zq, method=m.decode), out["decode_nhwc"], "decode")

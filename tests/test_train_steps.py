@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from titok_jax import presets
+from titok_jax.config import parse, presets, with_changes
 from titok_jax.models import titok_map
 from titok_jax.porting.mapping import flatten
 from titok_jax.train import optim
@@ -21,7 +21,7 @@ def tiny_config(name="titok_tiny", **stage_overrides):
                            lr=1e-3, end_lr=1e-4) if sec != "stage1" else dict(num_steps=100, warmup_steps=2,
                            batch_size=4, lr=1e-3, end_lr=1e-4))  # fmt: skip
         c[sec].update(stage_overrides)
-    return c
+    return parse(c)
 
 
 def images(n=4, size=64, seed=0):
@@ -148,7 +148,7 @@ def test_stage2_handoff_from_stage1_and_teacher(tmp_path):
     config = tiny_config()
     teacher = make_stage("teacher", config).init_params(jax.random.key(11))
     checkpoint.save_params(str(tmp_path / "teacher_ckpt"), teacher, {"what": "test teacher"})
-    config.teacher.checkpoint = str(tmp_path / "teacher_ckpt")
+    config = with_changes(config, teacher={"checkpoint": str(tmp_path / "teacher_ckpt")})
     s1 = make_stage("stage1", config).init_params(jax.random.key(12))
     checkpoint.save_params(str(tmp_path / "work" / "stage1" / "final"), s1, {"what": "test stage1"})
     stage = make_stage("stage2", config)
@@ -176,3 +176,22 @@ def test_gradient_accumulation_applies_every_k_steps():
     state, _ = step(state, images(seed=2), aux)
     p2 = flatten(jax.device_get(state.params))
     assert any(not np.array_equal(p1[k], p2[k]) for k in p1)
+
+
+def test_own_schedule_vs_optax_warmup_cosine():
+    """Why optim.cosine_schedule is not optax.warmup_cosine_decay_schedule: the same formula, but optax
+    refuses warmup_steps == num_steps (a legal official config: the whole run warms up) and rounds
+    differently in float32 (the official schedule divides by max(1, total - warmup) at every step)."""
+    import optax
+
+    ours = optim.cosine_schedule(1e-3, 1e-4, 20, 300)
+    theirs = optax.warmup_cosine_decay_schedule(0.0, 1e-3, 20, 300, 1e-4)
+    steps = np.arange(0, 320)
+    a = np.asarray([float(ours(s)) for s in steps])
+    b = np.asarray([float(theirs(s)) for s in steps])
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)  # the same schedule up to float32 rounding
+    assert not np.array_equal(a, b)  # ... but not bit-identical
+    with pytest.raises(ValueError):
+        optax.warmup_cosine_decay_schedule(0.0, 1e-3, 5, 5, 1e-4)
+    full_warmup = optim.cosine_schedule(1e-3, 1e-4, 5, 5)
+    np.testing.assert_allclose([float(full_warmup(s)) for s in range(5)], [0.0, 2e-4, 4e-4, 6e-4, 8e-4], rtol=1e-6)

@@ -132,8 +132,8 @@ def test_bad_input_fails_clearly(tmp_path):
         main_cmd(tmp_path / "b", "--config.data.source=folder", f"--config.data.path={tmp_path / 'empty'}"), expect=2
     )
     assert "empty" in p.stderr
-    p = run(main_cmd(tmp_path / "c", "--config.single_stage.lrr=1"), expect=1)
-    assert "lrr" in p.stderr
+    p = run(main_cmd(tmp_path / "c", "--config.single_stage.lrr=1"), expect=2)
+    assert "error: --config.single_stage.lrr: unknown config key 'lrr'" in p.stderr and "Traceback" not in p.stderr
     photos = ["--config.data.source=photos", "--config.data.split=train", "--config.data.eval_split=eval"]
     p = run(main_cmd(tmp_path / "d", *photos, config="configs/titok_tiny.py"), expect=2)  # stage1 without a teacher
     assert "no teacher" in p.stderr and "configs/demo.py" in p.stderr

@@ -1,10 +1,10 @@
 """Configs of the official tiny fixtures (sizes from each fixture's config.json / README)."""
 
+from titok_jax.config.presets import MODELS
 from titok_jax.models.maskgit_vqgan import VQGANConfig
 from titok_jax.models.titok import TiTokConfig
-from titok_jax.presets import MODELS
 
-TITOK_TINY = MODELS["titok_tiny"]  # == shared/fixtures/official/tiny/titok_tiny
+TITOK_TINY = MODELS["titok_tiny"]  # == tests/fixtures/official/tiny/titok_tiny
 VQGAN_TINY = MODELS["maskgit_vqgan_tiny"]  # == tiny/maskgit_vqgan_tiny
 VQGAN_JAX_TINY = VQGANConfig(hidden_channels=32, channel_mult=(1, 1, 2), z_channels=32, codebook_size=64)
 _NONLEGACY = dict(

@@ -4,4 +4,4 @@ Importing this package (and ``titok_jax.models``, ``titok_jax.porting``) never
 imports TensorFlow, so inference and weight porting run on bare GPU/TPU hosts.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,14 +12,18 @@ from __future__ import annotations
 import os
 from typing import List, Sequence, Tuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from titok_jax.errors import InputError
 
 # RGB photographs that ship inside scikit-image (no download needed).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     pass
 
 
@@ -113,9 +117,18 @@ def validate_batch(images: np.ndarray, size: int) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[0, 1] float -> uint8 by truncation after clamping (the official sampler/evaluator rule)."""
-    return (np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+def to_uint8(x):
+    """Float images in [0, 1] -> uint8 by the official truncation ``floor(clip(x, 0, 1) * 255)`` (the
+    official sampler and evaluator), computed in the input's float dtype (float32 stays float32, as
+    torch does): 0.99999 -> 254, never rounded. NumPy in, NumPy out; a ``jax.Array`` (also inside
+    ``jax.jit``) stays on the device."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    x = xp.asarray(x)
+    if x.dtype.name in ("bfloat16", "float16"):
+        x = x.astype(xp.float32)
+    if not xp.issubdtype(x.dtype, xp.floating):
+        raise TypeError(f"to_uint8 expects float images in [0, 1], got {x.dtype}")
+    return xp.floor(xp.clip(x, 0, 1) * xp.asarray(255, x.dtype)).astype(xp.uint8)
 
 
 def save_png(x: np.ndarray, path: str) -> None:
@@ -132,9 +145,3 @@ def grid(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
             y, x = pad + i * (h + pad), pad + j * (w + pad)
             out[y : y + h, x : x + w] = np.clip(r[j], 0.0, 1.0)
     return out
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image PSNR (dB) of [N, H, W, 3] arrays in [0, 1]."""
-    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2, axis=(1, 2, 3))
-    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))

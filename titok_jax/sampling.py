@@ -32,14 +32,14 @@ the same rng and labels give the same ids, and ``randomize_temperature == 0`` ne
 (then the ids equal the official sampler's exactly). The official code draws from torch's global
 generator instead, so randomized samples agree with it in distribution, not value.
 
-API: ``SamplingConfig`` (+ ``SamplingConfig.official(name)``), ``schedule``/``masked_counts`` (host
-tables), ``generate_tokens`` (traceable; call it inside ``jax.jit``) and ``make_sample_fn`` (the
-jitted ``labels -> (ids, uint8 images)`` function with the tokenizer's ``decode_tokens`` fused).
+API: ``SamplingConfig`` (``titok_jax.config.models``, + ``SamplingConfig.official(name)``),
+``schedule``/``masked_counts`` (host tables), ``generate_tokens`` (traceable; call it inside
+``jax.jit``) and ``make_sample_fn`` (the jitted ``labels -> (ids, uint8 images)`` function with the
+tokenizer's ``decode_tokens`` fused).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Callable, Dict, Optional
 
@@ -47,60 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingConfig:
-    """Settings of the official ``generate`` (defaults: the training config's in-training previews)."""
-
-    num_steps: int = 8
-    guidance_scale: float = 4.5
-    guidance_decay: str = "constant"
-    guidance_scale_pow: float = 3.0
-    randomize_temperature: float = 1.0
-    softmax_temperature_annealing: bool = False
-
-    def __post_init__(self):
-        errors = []
-        if int(self.num_steps) < 1:
-            errors.append(f"num_steps must be >= 1, got {self.num_steps}")
-        if self.guidance_decay not in GUIDANCE_DECAYS:
-            errors.append(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
-        if float(self.randomize_temperature) < 0:
-            errors.append(f"randomize_temperature must be >= 0, got {self.randomize_temperature}")
-        if errors:
-            raise ValueError("invalid sampling settings: " + "; ".join(errors))
-
-    @classmethod
-    def official(cls, name: str) -> "SamplingConfig":
-        """The paper-number settings of a released model (official_titok.md section 7.6)."""
-        if name not in OFFICIAL:
-            raise ValueError(f"no official sampling settings for {name!r}; known: {sorted(OFFICIAL)}")
-        return OFFICIAL[name]
-
-    @classmethod
-    def from_dict(cls, d) -> "SamplingConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown sampling keys {sorted(unknown)}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **kw) -> "SamplingConfig":
-        return dataclasses.replace(self, **kw)
-
-
-# 1d-tokenizer configs/infer/TiTok/*.yaml + sample_imagenet_titok.py (guidance_scale_pow is never passed: 3.0).
-OFFICIAL: Dict[str, SamplingConfig] = {
-    "titok_l32": SamplingConfig(8, 4.5, "linear", 3.0, 9.5, True),
-    "titok_b64": SamplingConfig(8, 3.0, "linear", 3.0, 11.0, True),
-    "titok_s128": SamplingConfig(64, 6.9, "power-cosine", 3.0, 2.8, True),
-}
+from titok_jax.config.models import GUIDANCE_DECAYS, OFFICIAL_SAMPLING, SamplingConfig  # noqa: F401 (re-exported)
+from titok_jax.images import to_uint8
 
 
 # -------------------------------------------------------------------------------------------------
@@ -226,12 +174,6 @@ def generate_tokens(
     ids0 = jnp.full((b, seq_len), k, jnp.int32)
     ids, history = jax.lax.scan(step, ids0, xs)
     return (ids, history) if return_history else ids
-
-
-def to_uint8(images: jax.Array) -> jax.Array:
-    """Official ``sample_fn`` conversion: clamp to [0, 1], * 255, truncate to uint8."""
-    x = jnp.clip(images.astype(jnp.float32), 0.0, 1.0) * 255.0
-    return jnp.floor(x).astype(jnp.uint8)
 
 
 def make_sample_fn(generator_module, sampling: SamplingConfig, tokenizer_module=None):

@@ -3,7 +3,7 @@
 arg: ``steps=N,batch=B,ckpt=K`` (defaults 12, 8, 4).
 """
 
-from titok_jax import presets
+from titok_jax.config import presets
 
 
 def get_config(arg=None):

@@ -33,7 +33,7 @@ import numpy as np
 from titok_jax.config import presets
 from titok_jax.models import generator as gen_lib
 from titok_jax.models import titok
-from titok_jax.models.registry import DTYPES
+from titok_jax.models.layers import DTYPES
 from titok_jax.sampling import guidance_schedule, make_sample_fn
 
 MODELS = ("titok_s128", "titok_b64", "titok_l32")

@@ -31,13 +31,17 @@ from titok_jax.cli import common
 from titok_jax.models import registry
 
 common.define_config()
-flags.DEFINE_string("weights", None, "import: weight file (.safetensors, .bin, hub folder, or MaskGIT Flax checkpoint).")
+flags.DEFINE_string(
+    "weights", None, "import: weight file (.safetensors, .bin, hub folder, or MaskGIT Flax checkpoint)."
+)
 flags.DEFINE_string("checkpoint", None, "export: titok_jax Orbax params directory.")
 flags.DEFINE_integer("random_init", None, "export: a random initialisation with this seed instead of a checkpoint.")
 flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_enum("format", "auto", ["auto", "torch", "maskgit_jax"], "import: source format (auto: by file name).")
 flags.DEFINE_bool("allow_pickle", False, "import: read PyTorch pickles (.bin/.pt) via torch.load(weights_only=True).")
-flags.DEFINE_bool("generator", False, "Port the config's MaskGIT generator (ImageBert/UViTBert) instead of the tokenizer.")
+flags.DEFINE_bool(
+    "generator", False, "Port the config's MaskGIT generator (ImageBert/UViTBert) instead of the tokenizer."
+)
 FLAGS = flags.FLAGS
 log = logging.getLogger("titok_jax.cli.port")
 

@@ -51,7 +51,9 @@ def reconstruct(tok: Tokenizer, sources, out_dir: str, batch_size: int = 8):
                  len(t), time.time() - t1)  # fmt: skip
     tokens, recon = np.concatenate(tokens), np.concatenate(recon).astype(np.float32)
     is_ids = np.issubdtype(tokens.dtype, np.integer)
-    np.save(os.path.join(out_dir, "ids.npy" if is_ids else "latents.npy"), tokens.astype(np.int32) if is_ids else tokens)
+    np.save(
+        os.path.join(out_dir, "ids.npy" if is_ids else "latents.npy"), tokens.astype(np.int32) if is_ids else tokens
+    )
     np.save(os.path.join(out_dir, "recon.npy"), recon)
     im.save_png(im.grid([x, recon]), os.path.join(out_dir, "grid.png"))
     for name, a, b in zip(names, x, recon):

@@ -5,10 +5,10 @@ its array_record data sources, which do not need TensorFlow).
 
 Usage::
 
-    loader = make_loader(config.data, global_batch_size=256, image_size=256, train=True, seed=0)
+    loader = make_loader(run.data, global_batch_size=256, image_size=256, train=True, seed=0)
     it = iter(loader)                      # grain DatasetIterator: get_state() / set_state()
     batch = next(it)                       # {'image': float32 [256 // P, 256, 256, 3] in [0, 1], 'label': int32}
-    x = to_global_array(batch, mesh, P('data'))   # global jax.Array per leaf (all processes call it)
+    x = parallel.to_global_array(batch, mesh)     # global jax.Array per leaf (all processes call it)
     loader.stats()                         # {'skipped': [(name, reason)], 'skipped_count', 'examples'}
 
 Checkpointing the position with orbax (restores in place, bit-exact)::
@@ -16,8 +16,8 @@ Checkpointing the position with orbax (restores in place, bit-exact)::
     mngr.save(step, args=ocp.args.Composite(state=..., data=grain.checkpoint.CheckpointSave(it)))
     mngr.restore(step, args=ocp.args.Composite(state=..., data=grain.checkpoint.CheckpointRestore(it)))
 
-``data`` config keys (a dict or ``ml_collections.ConfigDict``; unknown keys are an error, keys for
-other sources are ignored, ``None`` means the default)
+``data`` config keys (``titok_jax.config.sections.DataConfig``; unknown keys are an error when the
+config is parsed, keys for other sources are ignored, ``None`` means the default)
 ------------------------------------------------------------------------------------------------
 source         'photos' | 'folder' | 'tfds' (required).
                photos: the RGB photographs bundled with scikit-image (offline demo; 7 photos,
@@ -59,13 +59,14 @@ the last partial global batch too). Each process reads only its own positions of
 see ``loader`` for the layout and the determinism/resume guarantees.
 """
 
-from titok_jax.data.config import DEFAULTS, SOURCES, make_loader, make_source
-from titok_jax.data.loader import Loader, LoaderStats, to_global_array
+from titok_jax.config.sections import DataConfig
+from titok_jax.data.loader import Loader, LoaderStats
+from titok_jax.data.pipeline import SOURCES, make_loader, make_source
 from titok_jax.data.sources import IMAGE_EXTENSIONS, DataError, FolderSource, PhotosSource, TfdsSource
-from titok_jax.data.transforms import eval_transform, resize_shorter, to_pil, train_transform
+from titok_jax.data.transforms import eval_reader, eval_transform, read_example, resize_shorter, to_pil, train_transform
 
 __all__ = [
-    "DEFAULTS",
+    "DataConfig",
     "IMAGE_EXTENSIONS",
     "SOURCES",
     "DataError",
@@ -77,8 +78,9 @@ __all__ = [
     "eval_transform",
     "make_loader",
     "make_source",
+    "eval_reader",
+    "read_example",
     "resize_shorter",
-    "to_global_array",
     "to_pil",
     "train_transform",
 ]

@@ -64,22 +64,15 @@ class _ReadAugment:
         self.source, self.image_size, self.train, self.seed = source, image_size, train, seed
         self.min_scale, self.flip, self.max_skip, self.stats = min_scale, flip, max_skip, stats
 
-    def _name(self, j: int) -> str:
-        fallback = getattr(self.source, "fallback_name", None)
-        return fallback(j) if fallback else f"example[{j}]"
-
     def _read(self, index: int) -> Tuple[Image.Image, int]:
         n = len(self.source)
         tries = min(n, self.max_skip + 1)
         for attempt in range(tries):
             j = (index + attempt) % n
-            name = None
-            try:
-                rec = self.source[j]
-                name = rec["name"]
-                return transforms.to_pil(rec["image"]), int(rec["label"])
-            except Exception as e:  # corrupt / unreadable example: replaced by the next index
-                self.stats.skip(name or self._name(j), f"{type(e).__name__}: {e}")
+            img, label, skip = transforms.read_example(self.source, j)
+            if skip is None:
+                return img, label
+            self.stats.skip(*skip)  # corrupt / unreadable example: replaced by the next index
         raise DataError(
             f"{tries} consecutive unreadable examples starting at index {index} of {self.source!r} "
             f"(data.max_skip={self.max_skip}); see loader.stats()['skipped']"
@@ -280,24 +273,3 @@ class Loader(BatchStream):
             f"local_batch={self.batch_size}, process {self.process_index}/{self.process_count}, "
             f"image_size={self.image_size})"
         )
-
-
-def to_global_array(batch: Dict[str, np.ndarray], mesh, pspec=None) -> Dict[str, Any]:
-    """Assemble the global ``jax.Array`` of each leaf from this process's batch.
-
-    ``pspec``: a ``PartitionSpec`` applied to every leaf (default ``P(mesh.axis_names[0])``: batch
-    axis over the first mesh axis), or a pytree of them matching ``batch``.
-    """
-    import jax
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    if pspec is None:
-        pspec = PartitionSpec(mesh.axis_names[0])
-    if isinstance(pspec, PartitionSpec):
-        sharding = NamedSharding(mesh, pspec)
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
-    return jax.tree.map(
-        lambda x, s: jax.make_array_from_process_local_data(NamedSharding(mesh, s), np.asarray(x)),
-        batch,
-        pspec,
-    )

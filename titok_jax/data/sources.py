@@ -29,10 +29,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from titok_jax.errors import InputError
 from titok_jax.images import SKIMAGE_PHOTOS
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A data source cannot be built (missing/empty/unprepared input, bad config)."""
 
 

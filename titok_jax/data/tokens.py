@@ -23,7 +23,7 @@ processes, no threads: a batch is a gather from memory)::
 
 so global batch ``k`` is the stream positions ``[k*B, (k+1)*B)`` (reshuffled every epoch), process
 ``p`` takes positions ``p, p + P, ...`` of it, and a batch is a pure function of (data, seed, k):
-a restored iterator continues bit-exactly. Imports neither TensorFlow nor JAX.
+a restored iterator continues bit-exactly. Imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 import grain
+import jax
 import numpy as np
 
 from titok_jax.data.loader import BatchStream
@@ -266,8 +267,6 @@ def make_token_loader(
     ``process_index``/``process_count`` default to ``jax.process_index()``/``jax.process_count()``.
     """
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     source = directory if isinstance(directory, TokenSource) else TokenSource(directory)

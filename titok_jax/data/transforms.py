@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -84,3 +84,27 @@ def train_transform(
 def eval_transform(img: Image.Image, size: int) -> np.ndarray:
     """Official eval transform: resize the shorter side to ``size``, center crop, float32 [0, 1]."""
     return resize_center_crop(img, size)
+
+
+def read_example(source, i: int, transform: Optional[Callable[[Image.Image], Any]] = None):
+    """Read example ``i`` of ``source`` or skip it: ``(image, label, None)`` where ``image`` is the RGB
+    PIL image (or ``transform(image)``), or ``(None, None, (name, reason))`` when the example cannot be
+    read or decoded -- the one place where an unreadable image becomes a reported skip, not a crash."""
+    name = None
+    try:
+        rec = source[i]
+        name = rec.get("name")
+        img = to_pil(rec["image"])
+        return (img if transform is None else transform(img)), int(rec["label"]), None
+    except Exception as e:  # corrupt / unreadable example: skipped and reported by the caller
+        fallback = getattr(source, "fallback_name", None)
+        name = name or (fallback(i) if fallback else f"example[{i}]")
+        return None, None, (str(name), f"{type(e).__name__}: {e}")
+
+
+def eval_reader(size: int) -> Callable[[Image.Image], np.ndarray]:
+    """The eval transform at ``size`` as a one-argument function (for ``read_example``)."""
+    return lambda img: eval_transform(img, size)
+
+
+SkipInfo = Tuple[str, str]

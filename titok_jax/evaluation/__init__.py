@@ -1,6 +1,6 @@
-"""Evaluation: FID-Inception features (``features``) and float64 metrics (``metrics``): rFID, gFID, IS,
-PSNR, SSIM, codebook usage. ``metrics`` needs only numpy/scipy; ``features`` adds JAX/Flax. Neither
-imports TensorFlow."""
+"""Evaluation: FID-Inception features (``features``), float64 metrics (``metrics``: FID, IS, PSNR,
+SSIM, codebook usage), the evaluation protocol (``protocol``) and linear probing (``linear_probe``).
+``metrics`` needs only numpy/scipy; the others add JAX/Flax. None imports TensorFlow."""
 
 from titok_jax.evaluation.metrics import (
     FeatureStats,
@@ -10,16 +10,6 @@ from titok_jax.evaluation.metrics import (
     load_mu_sigma,
     psnr,
     ssim,
-    to_uint8,
 )
 
-__all__ = [
-    "FeatureStats",
-    "codebook_usage",
-    "frechet_distance",
-    "inception_score",
-    "load_mu_sigma",
-    "psnr",
-    "ssim",
-    "to_uint8",
-]
+__all__ = ["FeatureStats", "codebook_usage", "frechet_distance", "inception_score", "load_mu_sigma", "psnr", "ssim"]

@@ -21,13 +21,18 @@ Inception graph with TF1 resizing, i.e. the ``"tf1"`` preprocessing here; its sp
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Optional, Tuple, Union
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from titok_jax import parallel
 from titok_jax.evaluation.metrics import FeatureStats
 from titok_jax.models.inception import FID_IMAGE_SIZE, HIGHEST, PREPROCESS, FIDInceptionV3
+from titok_jax.models.inception_map import load_inception_params
 
 AxisName = Union[str, Tuple[str, ...]]
 
@@ -71,9 +76,6 @@ class InceptionFeatures:
             self._fn = jax.jit(features)
             self.batch_size = int(batch_size)
         else:
-            from jax.sharding import NamedSharding
-            from jax.sharding import PartitionSpec as P
-
             axes = (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
             unknown = [a for a in axes if a not in mesh.axis_names]
             if unknown:
@@ -90,8 +92,6 @@ class InceptionFeatures:
     def from_file(cls, path: str, allow_pickle: bool = False, **kwargs) -> "InceptionFeatures":
         """From pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` (``allow_pickle=True``, needs
         torch) or a ``.safetensors`` copy of it; ``kwargs`` go to the constructor."""
-        from titok_jax.models.inception_map import load_inception_params
-
         return cls(load_inception_params(path, allow_pickle=allow_pickle), **kwargs)
 
     # ----------------------------------------------------------------------------------------------
@@ -115,9 +115,6 @@ class InceptionFeatures:
         return {"pool3": _to_host(pool3), "logits_unbiased": _to_host(logits)}
 
     def _run_local(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        from jax.experimental import multihost_utils
-        from jax.sharding import PartitionSpec as P
-
         n = images.shape[0]
         local_bs = self.batch_size // jax.process_count() if self._multihost else self.batch_size
         counts = np.asarray(multihost_utils.process_allgather(np.int64(n))).reshape(-1) if self._multihost else [n]
@@ -164,8 +161,6 @@ class InceptionFeatures:
 def _to_host(x: jax.Array) -> np.ndarray:
     if x.is_fully_addressable:
         return np.asarray(x, np.float64)
-    from jax.experimental import multihost_utils
-
     return np.asarray(multihost_utils.process_allgather(x, tiled=True), np.float64)
 
 
@@ -192,13 +187,6 @@ def stats_from_images(
     return stats
 
 
-def _process_slice(n: int) -> slice:
-    """This process's contiguous share of n items (all of them with one process)."""
-    bounds: Sequence[int] = np.linspace(0, n, jax.process_count() + 1).astype(int)
-    i = jax.process_index()
-    return slice(int(bounds[i]), int(bounds[i + 1]))
-
-
 def ref_stats_from_npz(
     path: str, features: Optional[InceptionFeatures] = None, use_precomputed: bool = True
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -220,10 +208,9 @@ def ref_stats_from_npz(
         images = f["arr_0"]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"{path}: arr_0 must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-    mine = images[_process_slice(images.shape[0])]
+    mine = images[parallel.process_share(images.shape[0])]
     bs = features.batch_size
-    # Every process makes the same number of calls (the gathers inside are collective); shares differ by
-    # at most one image, so size the steps by the largest share (a trailing batch may be empty).
-    steps = max(1, int(math.ceil(math.ceil(images.shape[0] / jax.process_count()) / bs)))
+    # Every process makes the same number of calls (the gathers inside are collective).
+    steps = parallel.steps_for_share(images.shape[0], bs)
     batches = (mine[i * bs : (i + 1) * bs] for i in range(steps))
     return stats_from_images(batches, features).mean_cov()

@@ -1,5 +1,5 @@
 """Evaluation metrics in float64 numpy/scipy: FID statistics and distance, Inception Score, PSNR, SSIM,
-codebook usage, and the official float -> uint8 truncation.
+codebook usage.
 
 Conventions follow the 1d-tokenizer evaluator (``evaluator/evaluator.py``; official_titok.md section 9):
 
@@ -8,7 +8,7 @@ Conventions follow the 1d-tokenizer evaluator (``evaluator/evaluator.py``; offic
 * IS: softmax of the 1008 ``logits_unbiased``; exp(mean_x KL(p(y|x) || p(y))) with logs of (p + 1e-16).
 * Codebook: usage = #distinct ids / K; entropy = -sum p log2(p + 1e-8) over the id frequencies (bits).
 * Images enter the Inception network as uint8 made by truncation: floor(clip(x, 0, 1) * 255)
-  (``to_uint8``; the official ``(x * 255).to(torch.uint8)`` on already clamped images).
+  (``titok_jax.images.to_uint8``; the official ``(x * 255).to(torch.uint8)`` on clamped images).
 
 Statistics files use the ADM evaluation suite's keys (openai/guided-diffusion ``evaluations/evaluator.py``
 reference batches): ``mu`` [D] and ``sigma`` [D, D]; ``FeatureStats.save`` adds ``n`` so the sums can be
@@ -21,6 +21,7 @@ import os
 from typing import Optional, Tuple
 
 import numpy as np
+from scipy import linalg
 
 IS_EPS = 1e-16
 FID_EPS = 1e-6
@@ -116,8 +117,6 @@ def load_mu_sigma(path: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:
-    from scipy import linalg
-
     # The official call is sqrtm(..., disp=False); ``disp`` only chose whether an error estimate is
     # returned and is deprecated since SciPy 1.16, so the plain call gives the same matrix.
     out = linalg.sqrtm(a)
@@ -271,14 +270,3 @@ def codebook_usage(ids, codebook_size: int) -> Tuple[float, float]:
     counts = np.bincount(ids, minlength=codebook_size).astype(np.float64)
     p = counts / counts.sum()
     return float(np.count_nonzero(counts) / codebook_size), float(-np.sum(p * np.log2(p + ENTROPY_EPS)))
-
-
-def to_uint8(x) -> np.ndarray:
-    """Float images in [0, 1] -> uint8 by the official truncation floor(clip(x, 0, 1) * 255), computed in
-    the input's float dtype (float32 stays float32, as torch does): 0.99999 -> 254, never rounded."""
-    x = np.asarray(x)
-    if x.dtype.name in ("bfloat16", "float16"):
-        x = x.astype(np.float32)
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"to_uint8 expects float images in [0, 1], got {x.dtype}")
-    return np.floor(np.clip(x, 0, 1) * x.dtype.type(255)).astype(np.uint8)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from titok_jax.models.convnext import CONVNEXT_SMALL, ConvNeXt, ConvNeXtConfig
+from titok_jax.models.convnext_map import load_params
 
 INPUT_SIZE = 224
 IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
@@ -36,8 +37,6 @@ def load_convnext_params(path: str, allow_pickle: bool = False, prefix: str = ""
     """ConvNeXt-S weights from torchvision's checkpoint (``convnext_small-0c510722.pth`` needs
     ``allow_pickle=True``; a ``.safetensors`` conversion does not), or from a stage-2 loss-module
     state_dict with ``prefix=titok_jax.models.convnext_map.LOSS_MODULE_PREFIX``."""
-    from titok_jax.models.convnext_map import load_params
-
     return load_params(path, config, allow_pickle=allow_pickle, prefix=prefix)
 
 

@@ -1,6 +1,14 @@
-"""Flax models: TiTok tokenizers and the MaskGIT-VQGAN, each with its PyTorch name map beside it."""
+"""Flax models, each with its explicit PyTorch name map beside it (``*_map.py``).
 
-from titok_jax.models.maskgit_vqgan import MaskGITVQGAN, VQGANConfig
-from titok_jax.models.titok import TiTok, TiTokConfig
+Image tokenizers (``TiTok``, ``MaskGITVQGAN``) share one set of entry points: ``encode(images) ->
+(latents, result)`` (``result['ids']`` for VQ models), ``decode(latents)``, ``decode_tokens(ids)``,
+``__call__(images) -> (pixels, result)``. Every model module has ``init_params(config, rng, dtype)``
+and ``abstract_params(config)``. ``registry.ModelHandle`` bundles a module, its init and its maps.
+"""
 
-__all__ = ["TiTok", "TiTokConfig", "MaskGITVQGAN", "VQGANConfig"]
+from titok_jax.config.models import GeneratorConfig, TiTokConfig, VQGANConfig
+from titok_jax.models.generator import ImageBert, UViTBert
+from titok_jax.models.maskgit_vqgan import MaskGITVQGAN
+from titok_jax.models.titok import TiTok
+
+__all__ = ["GeneratorConfig", "ImageBert", "MaskGITVQGAN", "TiTok", "TiTokConfig", "UViTBert", "VQGANConfig"]

@@ -19,44 +19,18 @@ torchvision's ``features.{i}`` / ``classifier.{0,2}`` keys.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from titok_jax.config.models import CONVNEXT_SMALL, ConvNeXtConfig
 from titok_jax.models.layers import dense_init
 
 Dtype = Any
 
 LN_EPS = 1e-6
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvNeXtConfig:
-    """Defaults: ConvNeXt-S (torchvision ``convnext_small``, 50,223,688 parameters)."""
-
-    depths: Tuple[int, ...] = (3, 3, 27, 3)
-    dims: Tuple[int, ...] = (96, 192, 384, 768)
-    num_classes: int = 1000
-    in_channels: int = 3
-    patch_size: int = 4
-    kernel_size: int = 7
-    mlp_ratio: int = 4
-    layer_scale_init: float = 1e-6
-
-    def __post_init__(self):
-        if len(self.depths) != len(self.dims) or not self.depths:
-            raise ValueError(f"depths {self.depths} and dims {self.dims} must be non-empty and of equal length")
-
-    @property
-    def num_features(self) -> int:
-        """Number of ``features.{i}`` entries (stem + stages + downsamples)."""
-        return 2 * len(self.depths)
-
-
-CONVNEXT_SMALL = ConvNeXtConfig()
 
 
 def _layer_norm(name: str, dtype, param_dtype) -> nn.LayerNorm:
@@ -138,12 +112,13 @@ class ConvNeXt(nn.Module):
         return (logits, feats) if return_features else logits
 
 
-def init_params(config: ConvNeXtConfig, rng: jax.Array, image_size: int = 224) -> dict:
-    model = ConvNeXt(config)
-    x = jnp.zeros((1, image_size, image_size, config.in_channels), jnp.float32)
-    return model.init(rng, x)["params"]
+def init_params(config: ConvNeXtConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
+    """Random-init parameters (float32; they do not depend on the image size)."""
+    model = ConvNeXt(config, dtype=dtype)
+    size = config.patch_size * 2 ** (len(config.depths) - 1)
+    return model.init(rng, jnp.zeros((1, size, size, config.in_channels), jnp.float32))["params"]
 
 
-def abstract_params(config: ConvNeXtConfig = CONVNEXT_SMALL, image_size: int = 224) -> dict:
+def abstract_params(config: ConvNeXtConfig = CONVNEXT_SMALL) -> dict:
     """Parameter shapes/dtypes without allocating anything."""
-    return jax.eval_shape(lambda r: init_params(config, r, image_size), jax.random.key(0))
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.key(0))

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from titok_jax.models.convnext import CONVNEXT_SMALL, ConvNeXtConfig
+from titok_jax.config.models import CONVNEXT_SMALL, ConvNeXtConfig
+from titok_jax.models.convnext import abstract_params
+from titok_jax.porting.io import load_state_dict
 from titok_jax.porting.mapping import NameMap, Rule
 
 LOSS_MODULE_PREFIX = "perceptual_loss.convnext."  # key prefix inside the official stage-2 loss module
@@ -57,9 +59,6 @@ def load_params(path: str, config: ConvNeXtConfig = CONVNEXT_SMALL, allow_pickle
     """Read a torchvision ConvNeXt checkpoint (``.safetensors``, or a ``.pth`` pickle if
     ``allow_pickle``) and convert it; keys outside ``prefix`` are ignored when a prefix is given
     (so a whole stage-2 loss-module state_dict can be passed with ``LOSS_MODULE_PREFIX``)."""
-    from titok_jax.models.convnext import abstract_params
-    from titok_jax.porting.io import load_state_dict
-
     state = load_state_dict(path, allow_pickle=allow_pickle)
     if prefix:
         state = {k: v for k, v in state.items() if k.startswith(prefix)}

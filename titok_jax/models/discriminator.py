@@ -20,7 +20,6 @@ Channels-last; images in [0, 1]; output patch logits ``[B, 16, 16, 1]``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Dict, Tuple, Union
 
@@ -29,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from titok_jax.config.models import DiscriminatorConfig
 from titok_jax.models.maskgit_vqgan import GroupNorm
 
 Dtype = Any
@@ -36,45 +36,6 @@ Dtype = Any
 GN_EPS = 1e-5  # torch.nn.GroupNorm default (the VQGAN uses 1e-6)
 LEAKY_SLOPE = 0.1
 BLUR_TAPS = {3: (1, 2, 1), 4: (1, 3, 3, 1), 5: (1, 4, 6, 4, 1)}
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscriminatorConfig:
-    """``NLayerDiscriminator`` kwargs (same names) plus the two constants of the original.
-
-    Defaults are the official stage-2 discriminator (1,909,889 parameters).
-    """
-
-    num_channels: int = 3
-    hidden_channels: int = 128
-    num_stages: int = 3
-    blur_resample: bool = True
-    blur_kernel_size: int = 4
-    num_groups: int = 32  # hard-coded GroupNorm(32, C) in the original
-    pool_size: int = 16  # hard-coded AdaptiveMaxPool2d((16, 16)) in the original
-
-    def __post_init__(self):
-        if self.num_stages < 1:
-            raise ValueError("the discriminator needs at least one stage")
-        if self.blur_resample and self.blur_kernel_size not in BLUR_TAPS:
-            raise ValueError(f"blur_kernel_size must be one of {sorted(BLUR_TAPS)}, got {self.blur_kernel_size}")
-
-    def stage_channels(self, j: int) -> Tuple[int, int]:
-        """(in, out) channels of stage ``j``: multipliers (1, 1, 2, 4, ...)."""
-        mult = (1,) + tuple(2**t for t in range(self.num_stages))
-        return self.hidden_channels * mult[j], self.hidden_channels * mult[j + 1]
-
-    @classmethod
-    def from_dict(cls, d) -> "DiscriminatorConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown discriminator config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def blur_kernel(size: int = 4) -> np.ndarray:
@@ -206,12 +167,13 @@ class NLayerDiscriminator(nn.Module):
         return (logits, feats) if return_features else logits
 
 
-def init_params(config: DiscriminatorConfig, rng: jax.Array, image_size: int = 256) -> dict:
-    model = NLayerDiscriminator(config)
-    x = jnp.zeros((1, image_size, image_size, config.num_channels), jnp.float32)
-    return model.init(rng, x)["params"]
+def init_params(config: DiscriminatorConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
+    """Random-init parameters (float32; convolutional, so they do not depend on the image size)."""
+    model = NLayerDiscriminator(config, dtype=dtype)
+    size = config.pool_size * 2**config.num_stages
+    return model.init(rng, jnp.zeros((1, size, size, config.num_channels), jnp.float32))["params"]
 
 
-def abstract_params(config: DiscriminatorConfig, image_size: int = 256) -> dict:
+def abstract_params(config: DiscriminatorConfig) -> dict:
     """Parameter shapes/dtypes without allocating anything."""
-    return jax.eval_shape(lambda r: init_params(config, r, image_size), jax.random.key(0))
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.key(0))

@@ -23,7 +23,8 @@ from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
-from titok_jax.models.discriminator import DiscriminatorConfig, blur_kernel
+from titok_jax.config.models import DiscriminatorConfig
+from titok_jax.models.discriminator import blur_kernel
 from titok_jax.porting.mapping import NameMap, PortError, Rule
 
 LOSS_MODULE_PREFIX = "discriminator."  # key prefix inside the official stage-2 loss module

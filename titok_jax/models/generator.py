@@ -33,7 +33,6 @@ Parameter names follow the PyTorch modules (``generator_map`` holds the explicit
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -41,89 +40,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from titok_jax.models.layers import TORCH_LN_EPS, dense_init, partitioned
+from titok_jax.config.models import GeneratorConfig
+from titok_jax.models.layers import TORCH_LN_EPS, dense_init
 
 Dtype = Any
 
 BERT_LN_EPS = 1e-12
-MODEL_TYPES = ("ViT", "UViT")
-
-
-@dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
-    """Hyper-parameters of a MaskGIT generator (the official ``model.generator`` section, plus the
-    tokenizer's ``codebook_size``).
-
-    ``model_type``: "ViT" (``ImageBert``) or "UViT" (``UViTBert``). ``dropout`` / ``attn_drop`` are
-    BERT's hidden / attention-probability dropout (ignored by the UViT, as officially).
-    ``class_label_dropout`` is the training-time probability of replacing the class by the null class.
-    """
-
-    model_type: str = "ViT"
-    hidden_size: int = 768
-    num_hidden_layers: int = 24
-    num_attention_heads: int = 16
-    intermediate_size: int = 3072
-    dropout: float = 0.1
-    attn_drop: float = 0.1
-    image_seq_len: int = 64
-    codebook_size: int = 4096
-    condition_num_classes: int = 1000
-    class_label_dropout: float = 0.1
-
-    def __post_init__(self):
-        errors = []
-        if self.model_type not in MODEL_TYPES:
-            errors.append(f"model_type must be one of {MODEL_TYPES} (ViT = ImageBert, UViT = UViTBert), "
-                          f"got {self.model_type!r}")  # fmt: skip
-        for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_seq_len",
-                  "codebook_size", "condition_num_classes"):  # fmt: skip
-            if int(getattr(self, k)) < 1:
-                errors.append(f"{k} must be >= 1, got {getattr(self, k)}")
-        if self.num_attention_heads >= 1 and self.hidden_size % self.num_attention_heads:
-            errors.append(
-                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
-            )
-        if self.model_type == "UViT" and self.num_hidden_layers < 2:
-            errors.append("a UViT needs num_hidden_layers >= 2 (num_hidden_layers // 2 in- and out-blocks)")
-        for k in ("dropout", "attn_drop", "class_label_dropout"):
-            if not 0.0 <= float(getattr(self, k)) <= 1.0:
-                errors.append(f"{k} must be in [0, 1], got {getattr(self, k)}")
-        if errors:
-            raise ValueError("invalid generator config: " + "; ".join(errors))
-
-    @property
-    def mask_token_id(self) -> int:
-        return self.codebook_size
-
-    @property
-    def null_class_id(self) -> int:
-        """Token id of the dropped class (unconditional pass)."""
-        return self.codebook_size + 1 + self.condition_num_classes
-
-    @property
-    def vocab_size(self) -> int:
-        """K image tokens + mask + C classes + null class."""
-        return self.codebook_size + self.condition_num_classes + 2
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    @classmethod
-    def from_dict(cls, d) -> "GeneratorConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown generator config keys {sorted(unknown)}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def replace(self, **kw) -> "GeneratorConfig":
-        return dataclasses.replace(self, **kw)
 
 
 def check_inputs(config: GeneratorConfig, input_ids, labels, drop) -> None:
@@ -160,12 +82,12 @@ def _softmax_attention(q, k, v, dtype, probs_fn=None):
 
 # -------------------------------------------------------------------------------------------------
 # ImageBert (HF BERT, post-LN)
-def _bert_dense(features: int, name: str, dtype, axes) -> nn.Dense:
+def _bert_dense(features: int, name: str, dtype) -> nn.Dense:
     return nn.Dense(
         features,
         dtype=dtype,
-        kernel_init=partitioned(nn.initializers.normal(0.02), axes),
-        bias_init=partitioned(nn.initializers.zeros, (axes[1],)),
+        kernel_init=nn.initializers.normal(0.02),
+        bias_init=nn.initializers.zeros,
         name=name,
     )
 
@@ -175,8 +97,8 @@ def _ln(name: str, eps: float) -> nn.LayerNorm:
         epsilon=eps,
         use_fast_variance=False,
         dtype=jnp.float32,
-        scale_init=partitioned(nn.initializers.ones, ("embed",)),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+        scale_init=nn.initializers.ones,
+        bias_init=nn.initializers.zeros,
         name=name,
     )
 
@@ -192,18 +114,17 @@ class BertLayer(nn.Module):
         c, dt = self.config, self.dtype
         b, t, w = x.shape
         nh, hd = c.num_attention_heads, c.head_dim
-        x = nn.with_logical_constraint(x, ("batch", "seq", "act_embed"))
-        q = _bert_dense(w, "query", dt, ("embed", "qkv"))(x).reshape(b, t, nh, hd)
-        k = _bert_dense(w, "key", dt, ("embed", "qkv"))(x).reshape(b, t, nh, hd)
-        v = _bert_dense(w, "value", dt, ("embed", "qkv"))(x).reshape(b, t, nh, hd)
+        q = _bert_dense(w, "query", dt)(x).reshape(b, t, nh, hd)
+        k = _bert_dense(w, "key", dt)(x).reshape(b, t, nh, hd)
+        v = _bert_dense(w, "value", dt)(x).reshape(b, t, nh, hd)
         attn_drop = nn.Dropout(c.attn_drop)
         a = _softmax_attention(q, k, v, dt, lambda p: attn_drop(p, deterministic=deterministic))
-        a = _bert_dense(w, "attention_output", dt, ("heads", "embed"))(a.reshape(b, t, w))
+        a = _bert_dense(w, "attention_output", dt)(a.reshape(b, t, w))
         a = nn.Dropout(c.dropout)(a, deterministic=deterministic)
         h = _ln("attention_ln", BERT_LN_EPS)(a.astype(jnp.float32) + x)
-        m = _bert_dense(c.intermediate_size, "intermediate", dt, ("embed", "mlp"))(h)
+        m = _bert_dense(c.intermediate_size, "intermediate", dt)(h)
         m = nn.gelu(m, approximate=False)
-        m = _bert_dense(w, "output", dt, ("mlp", "embed"))(m)
+        m = _bert_dense(w, "output", dt)(m)
         m = nn.Dropout(c.dropout)(m, deterministic=deterministic)
         return _ln("output_ln", BERT_LN_EPS)(m.astype(jnp.float32) + h)
 
@@ -220,7 +141,7 @@ class ImageBert(nn.Module):
         c = self.config
         check_inputs(c, input_ids, labels, drop)
         ids = jnp.concatenate([class_tokens(c, labels, drop)[:, None], input_ids.astype(jnp.int32)], axis=1)
-        emb_init = partitioned(nn.initializers.normal(0.02), (None, "embed"))
+        emb_init = nn.initializers.normal(0.02)
         word = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=emb_init, name="word_embeddings")
         pos = nn.Embed(c.image_seq_len + 1, c.hidden_size, embedding_init=emb_init, name="position_embeddings")
         tok_type = nn.Embed(2, c.hidden_size, embedding_init=emb_init, name="token_type_embeddings")
@@ -233,8 +154,8 @@ class ImageBert(nn.Module):
         logits = nn.Dense(
             c.codebook_size,
             dtype=self.dtype,
-            kernel_init=partitioned(nn.initializers.normal(0.02), ("embed", "vocab")),
-            bias_init=partitioned(nn.initializers.zeros, ("vocab",)),
+            kernel_init=nn.initializers.normal(0.02),
+            bias_init=nn.initializers.zeros,
             name="lm_head",
         )(x[:, 1:])
         return logits.astype(jnp.float32)
@@ -242,13 +163,13 @@ class ImageBert(nn.Module):
 
 # -------------------------------------------------------------------------------------------------
 # UViTBert (pre-LN U-ViT blocks with long skips)
-def _uvit_dense(features: int, name: str, dtype, axes, use_bias: bool = True) -> nn.Dense:
+def _uvit_dense(features: int, name: str, dtype, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(
         features,
         use_bias=use_bias,
         dtype=dtype,
-        kernel_init=partitioned(dense_init(0.02), axes),
-        bias_init=partitioned(nn.initializers.zeros, (axes[1],)),
+        kernel_init=dense_init(0.02),
+        bias_init=nn.initializers.zeros,
         name=name,
     )
 
@@ -263,10 +184,10 @@ class UViTAttention(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         b, t, w = x.shape
-        qkv = _uvit_dense(3 * w, "qkv", self.dtype, ("embed", "qkv"), use_bias=False)(x)
+        qkv = _uvit_dense(3 * w, "qkv", self.dtype, use_bias=False)(x)
         qkv = qkv.reshape(b, t, 3, c.num_attention_heads, c.head_dim).astype(jnp.float32)
         out = _softmax_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], jnp.float32)
-        return _uvit_dense(w, "proj", self.dtype, ("heads", "embed"))(out.reshape(b, t, w))
+        return _uvit_dense(w, "proj", self.dtype)(out.reshape(b, t, w))
 
 
 class UViTMlp(nn.Module):
@@ -278,9 +199,9 @@ class UViTMlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
-        x = _uvit_dense(c.intermediate_size, "fc1", self.dtype, ("embed", "mlp"))(x)
+        x = _uvit_dense(c.intermediate_size, "fc1", self.dtype)(x)
         x = nn.gelu(x, approximate=False)
-        return _uvit_dense(c.hidden_size, "fc2", self.dtype, ("mlp", "embed"))(x)
+        return _uvit_dense(c.hidden_size, "fc2", self.dtype)(x)
 
 
 class UViTBlock(nn.Module):
@@ -293,9 +214,8 @@ class UViTBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, skip=None) -> jax.Array:
         c, dt = self.config, self.dtype
-        x = nn.with_logical_constraint(x, ("batch", "seq", "act_embed"))
         if self.skip:
-            x = _uvit_dense(c.hidden_size, "skip_linear", dt, ("mlp", "embed"))(jnp.concatenate([x, skip], -1))
+            x = _uvit_dense(c.hidden_size, "skip_linear", dt)(jnp.concatenate([x, skip], -1))
             x = x.astype(jnp.float32)
         x = x + UViTAttention(c, dt, name="attn")(_ln("norm1", TORCH_LN_EPS)(x))
         h = _ln("norm2", TORCH_LN_EPS)(x)
@@ -315,11 +235,9 @@ class UViTBert(nn.Module):
         c = self.config
         check_inputs(c, input_ids, labels, drop)
         ids = jnp.concatenate([class_tokens(c, labels, drop)[:, None], input_ids.astype(jnp.int32)], axis=1)
-        emb_init = partitioned(dense_init(0.02), (None, "embed"))
+        emb_init = dense_init(0.02)
         x = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=emb_init, name="embeddings")(ids)
-        pos = self.param(
-            "pos_embed", partitioned(dense_init(0.02), (None, None, "embed")), (1, c.image_seq_len + 1, c.hidden_size)
-        )
+        pos = self.param("pos_embed", dense_init(0.02), (1, c.image_seq_len + 1, c.hidden_size))
         x = x + pos[:, : ids.shape[1]]
         block_cls = nn.remat(UViTBlock) if self.remat else UViTBlock
         skips = []
@@ -330,7 +248,7 @@ class UViTBert(nn.Module):
         for i in range(c.num_hidden_layers // 2):
             x = block_cls(c, True, self.dtype, name=f"out_blocks_{i}")(x, skips.pop())
         x = _ln("norm", TORCH_LN_EPS)(x)
-        logits = _uvit_dense(c.codebook_size, "lm_head", self.dtype, ("embed", "vocab"))(x[:, 1:])
+        logits = _uvit_dense(c.codebook_size, "lm_head", self.dtype)(x[:, 1:])
         return logits.astype(jnp.float32)
 
 
@@ -345,8 +263,7 @@ def init_params(config: GeneratorConfig, rng: jax.Array, dtype=jnp.float32) -> d
     model = build(config, dtype)
     ids = jnp.full((1, config.image_seq_len), config.mask_token_id, jnp.int32)
     labels = jnp.zeros((1,), jnp.int32)
-    variables = model.init(rng, ids, labels, jnp.zeros((1,), bool))
-    return nn.meta.unbox(variables["params"])
+    return model.init(rng, ids, labels, jnp.zeros((1,), bool))["params"]
 
 
 def abstract_params(config: GeneratorConfig) -> dict:

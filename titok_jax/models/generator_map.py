@@ -1,8 +1,7 @@
-"""Name maps of the MaskGIT generators: titok_jax params <-> official PyTorch state_dicts, and the
-official config dict (``config.json`` of a hub folder) <-> ``GeneratorConfig``.
+"""Name maps of the MaskGIT generators: titok_jax params <-> official PyTorch state_dicts.
 
 Keys, shapes and order: official_titok.md section 4.3, checked against
-``shared/fixtures/official/manifests/generator_titok_{s128,b64,l32}.json`` by the tests.
+``tests/fixtures/official/manifests/generator_titok_{s128,b64,l32}.json`` by the tests.
 
 * ImageBert: the HF ``BertModel`` lives under ``model.`` with the LM head attached as
   ``model.lm_head``; transformers versions that stored the ``model.embeddings.position_ids`` buffer
@@ -14,9 +13,9 @@ Keys, shapes and order: official_titok.md section 4.3, checked against
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
-from titok_jax.models.generator import GeneratorConfig
+from titok_jax.config.models import GeneratorConfig
 from titok_jax.porting.mapping import NameMap, Rule
 
 BERT_BUFFERS = (r"model\.embeddings\.position_ids", r"model\.embeddings\.token_type_ids")
@@ -83,71 +82,3 @@ def torch_name_map(c: GeneratorConfig) -> NameMap:
         rules += _uvit_block(f"out_blocks.{i}", (f"out_blocks_{i}",), skip=True)
     rules += _ln("norm", ("norm",)) + _dense("lm_head", ("lm_head",))
     return NameMap("UViTBert generator", rules)
-
-
-# -------------------------------------------------------------------------------------------------
-# Official config dict (1d-tokenizer configs/infer/TiTok/*.yaml; config.json of a hub folder)
-_GENERATOR_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                   "dropout", "attn_drop", "class_label_dropout", "image_seq_len", "condition_num_classes")  # fmt: skip
-# Sampling settings as the official yaml names them (guidance_scale_pow and softmax annealing are not
-# in the yaml: the official sampling script passes them as arguments).
-_SAMPLING_KEYS = {"num_steps": "num_steps", "guidance_scale": "guidance_scale", "guidance_decay": "guidance_decay",
-                  "randomize_temperature": "randomize_temperature"}  # fmt: skip
-
-
-def official_generator_config(gen: GeneratorConfig, tok=None, sampling=None, image_size: Optional[int] = None) -> dict:
-    """The official config dict for ``ImageBert(config)`` / ``UViTBert(config)``.
-
-    ``model.generator`` holds the generator fields (plus the sampling settings of ``sampling``, a
-    ``titok_jax.sampling.SamplingConfig``, when given, as the official inference yamls do);
-    ``model.vq_model`` the tokenizer's (``tok``: a ``TiTokConfig``; the official generator reads only
-    its ``codebook_size``, so without ``tok`` just ``codebook_size`` and ``num_latent_tokens`` are written).
-    """
-    g = {k: getattr(gen, k) for k in _GENERATOR_KEYS}
-    if sampling is not None:
-        g.update({theirs: getattr(sampling, ours) for ours, theirs in _SAMPLING_KEYS.items()})
-    if tok is not None:
-        if (tok.codebook_size, tok.num_latent_tokens) != (gen.codebook_size, gen.image_seq_len):
-            raise ValueError(
-                f"generator (codebook {gen.codebook_size}, {gen.image_seq_len} tokens) does not fit the tokenizer "
-                f"(codebook {tok.codebook_size}, {tok.num_latent_tokens} tokens)"
-            )
-        from titok_jax.models.registry import titok_official_config
-
-        try:
-            out = titok_official_config(tok)
-        except ValueError:  # custom (tiny) tokenizer sizes: the fields the generator needs
-            out = {
-                "model": {"vq_model": {"codebook_size": tok.codebook_size, "num_latent_tokens": tok.num_latent_tokens,
-                                       "token_size": tok.token_size}},
-                "dataset": {"preprocessing": {"crop_size": tok.image_size}},
-            }  # fmt: skip
-    else:
-        out = {"model": {"vq_model": {"codebook_size": gen.codebook_size, "num_latent_tokens": gen.image_seq_len}}}
-        if image_size is not None:
-            out["dataset"] = {"preprocessing": {"crop_size": int(image_size)}}
-    out["model"]["generator"] = g
-    return out
-
-
-def generator_config_from_official(d: dict) -> GeneratorConfig:
-    """Inverse of ``official_generator_config``: reads an official yaml / config.json dict."""
-    try:
-        g = dict(d["model"]["generator"])
-        codebook = int(d["model"]["vq_model"]["codebook_size"])
-    except (KeyError, TypeError):
-        raise ValueError(
-            "an official generator config needs model.generator and model.vq_model.codebook_size sections"
-        ) from None
-    missing = [k for k in ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                           "intermediate_size", "image_seq_len") if k not in g]  # fmt: skip
-    if missing:
-        raise ValueError(f"the official generator config lacks model.generator keys {missing}")
-    kw = {k: g[k] for k in _GENERATOR_KEYS if k in g}
-    return GeneratorConfig(codebook_size=codebook, **kw)
-
-
-def sampling_from_official(d: dict) -> dict:
-    """The sampling settings an official config carries (``model.generator``), as SamplingConfig fields."""
-    g = d.get("model", {}).get("generator", {}) if isinstance(d, dict) else {}
-    return {ours: g[theirs] for ours, theirs in _SAMPLING_KEYS.items() if theirs in g}

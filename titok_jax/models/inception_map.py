@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
+from titok_jax.models.inception import abstract_params
+from titok_jax.porting.io import load_state_dict
 from titok_jax.porting.mapping import NameMap, Rule
 
 STEM = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Conv2d_3b_1x1", "Conv2d_4a_3x3")
@@ -67,8 +69,5 @@ def load_inception_params(path: str, allow_pickle: bool = False) -> dict:
     ``path``: pytorch-fid's release asset ``pt_inception-2015-12-05-6726825d.pth`` (a PyTorch pickle:
     needs ``allow_pickle=True`` and torch, read with ``weights_only=True``) or a ``.safetensors`` copy of
     the same state_dict (no torch needed). Nothing is downloaded here."""
-    from titok_jax.models.inception import abstract_params
-    from titok_jax.porting.io import load_state_dict
-
     state = load_state_dict(path, allow_pickle=allow_pickle)
     return torch_name_map().to_flax(state, abstract_params())

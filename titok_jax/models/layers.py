@@ -12,19 +12,22 @@ in ``titok_jax.models.titok_map`` stay readable:
 
 The q/k/v projection is one 2-D ``nn.Dense`` (the layout of PyTorch's packed
 ``in_proj_weight``) rather than ``nn.MultiHeadDotProductAttention``: it is one
-matmul instead of three, and 2-D kernels shard cleanly with logical axis rules
-(flax issue #3676 affects the 3-D DenseGeneral kernels of the stock module).
+matmul instead of three, and 2-D kernels shard cleanly by the FSDP rule of
+``titok_jax.parallel`` (largest divisible dimension).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Dtype = Any
+
+# Compute dtypes by name (parameters are always float32).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # PyTorch nn.LayerNorm default; Flax defaults to 1e-6.
 TORCH_LN_EPS = 1e-5
@@ -33,11 +36,6 @@ TORCH_LN_EPS = 1e-5
 def dense_init(std: float = 0.02):
     """Official TiTok init for Linear/Conv weights: N(0, std^2) (trunc at +-2 abs)."""
     return nn.initializers.truncated_normal(stddev=std, lower=-2.0 / std, upper=2.0 / std)
-
-
-def partitioned(init, names):
-    """Attach logical axis names (used by sharded training) to an initializer."""
-    return nn.with_logical_partitioning(init, names)
 
 
 class Attention(nn.Module):
@@ -58,8 +56,8 @@ class Attention(nn.Module):
             3 * self.width,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(nn.initializers.xavier_uniform(), ("embed", "qkv")),
-            bias_init=partitioned(nn.initializers.zeros, ("qkv",)),
+            kernel_init=nn.initializers.xavier_uniform(),
+            bias_init=nn.initializers.zeros,
             name="in_proj",
         )(x)
         # Row order of PyTorch's in_proj_weight is [q; k; v], heads contiguous inside each.
@@ -71,8 +69,8 @@ class Attention(nn.Module):
             self.width,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), ("heads", "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+            kernel_init=dense_init(),
+            bias_init=nn.initializers.zeros,
             name="out_proj",
         )(out)
 
@@ -89,8 +87,8 @@ class Mlp(nn.Module):
             self.hidden,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), ("embed", "mlp")),
-            bias_init=partitioned(nn.initializers.zeros, ("mlp",)),
+            kernel_init=dense_init(),
+            bias_init=nn.initializers.zeros,
             name="c_fc",
         )(x)
         x = nn.gelu(x, approximate=False)
@@ -98,8 +96,8 @@ class Mlp(nn.Module):
             self.width,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), ("mlp", "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+            kernel_init=dense_init(),
+            bias_init=nn.initializers.zeros,
             name="c_proj",
         )(x)
 
@@ -110,8 +108,8 @@ def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, eps: float = TORCH_L
         use_fast_variance=False,
         dtype=dtype,
         param_dtype=param_dtype,
-        scale_init=partitioned(nn.initializers.ones, ("embed",)),
-        bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+        scale_init=nn.initializers.ones,
+        bias_init=nn.initializers.zeros,
         name=name,
     )
 
@@ -127,7 +125,6 @@ class ResidualAttentionBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.with_logical_constraint(x, ("batch", "seq", "act_embed"))
         h = layer_norm("ln_1", self.dtype, self.param_dtype)(x)
         x = x + Attention(self.width, self.num_heads, self.dtype, self.param_dtype, name="attn")(h)
         h = layer_norm("ln_2", self.dtype, self.param_dtype)(x)
@@ -160,9 +157,6 @@ class Transformer(nn.Module):
         return x
 
 
-def embedding_init(width: int, shape_names: Optional[tuple] = None):
+def embedding_init(width: int):
     """Official init of class/positional embeddings and learned tokens: width^-0.5 * N(0, 1)."""
-    init = nn.initializers.normal(stddev=width**-0.5)
-    if shape_names is not None:
-        init = partitioned(init, shape_names)
-    return init
+    return nn.initializers.normal(stddev=width**-0.5)

@@ -13,50 +13,18 @@ in ``titok_jax.models.maskgit_vqgan_map`` read like the official state_dict.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from titok_jax.quantizers.vq import nearest_code
+from titok_jax.config.models import VQGANConfig
+from titok_jax.quantizers.vq import VQGANQuantizer
 
 Dtype = Any
 
 GN_EPS = 1e-6
-
-
-@dataclasses.dataclass(frozen=True)
-class VQGANConfig:
-    """Sizes of a MaskGIT-VQGAN; the defaults are the released ImageNet-256 model."""
-
-    hidden_channels: int = 128
-    channel_mult: Tuple[int, ...] = (1, 1, 2, 2, 4)
-    num_res_blocks: int = 2
-    z_channels: int = 256
-    codebook_size: int = 1024
-    num_groups: int = 32
-
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
-    @classmethod
-    def from_dict(cls, d) -> "VQGANConfig":
-        d = dict(d)
-        if "channel_mult" in d:
-            d["channel_mult"] = tuple(d["channel_mult"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VQGAN config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["channel_mult"] = list(self.channel_mult)
-        return d
 
 
 def _conv(features, kernel, name, dtype, param_dtype, use_bias=True):
@@ -190,45 +158,14 @@ class VQGANDecoder(nn.Module):
         return _conv(3, 3, "conv_out", self.dtype, self.param_dtype)(x)
 
 
-def codebook_param(module: nn.Module, name: str, codebook_size: int, dim: int) -> jax.Array:
-    """A ``[K, D]`` codebook parameter with the official U(-1/K, 1/K) init."""
-    return module.param(
-        name,
-        nn.with_logical_partitioning(
-            lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-                key, shape, dtype, -1.0 / codebook_size, 1.0 / codebook_size
-            ),
-            ("codebook", "latent"),
-        ),
-        (codebook_size, dim),
-        jnp.float32,
-    )
-
-
-class VQGANQuantizer(nn.Module):
-    """Plain (not normalised) nearest-neighbour codebook, ``embedding`` [K, z_channels]."""
-
-    codebook_size: int = 1024
-    dim: int = 256
-
-    def setup(self):
-        self.embedding = codebook_param(self, "embedding", self.codebook_size, self.dim)
-
-    def __call__(self, z: jax.Array) -> Tuple[jax.Array, jax.Array]:
-        """z [..., D] -> (nearest codebook rows [..., D] float32, ids [...] int32)."""
-        ids = nearest_code(z.astype(jnp.float32), self.embedding)
-        return self.lookup(ids), ids
-
-    def lookup(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(jnp.asarray(self.embedding, jnp.float32), ids, axis=0)
-
-
 class MaskGITVQGAN(nn.Module):
-    """The full MaskGIT-VQGAN with ``encode_to_ids`` / ``decode_ids`` entry points.
+    """The full MaskGIT-VQGAN, with the entry points every image tokenizer of the package has:
 
-    ids are [B, h, w] int32 (row-major over the h x w grid; flatten for the official [B, h*w]).
-    ``decode_ids`` and ``__call__`` clamp to [0, 1] like the official ``PretrainedTokenizer``;
-    ``decode`` (latents -> pixels) does not.
+    * ``encode(images)`` -> (quantized latents [B, h, w, D] float32, ``{'ids': [B, h, w] int32}``);
+    * ``decode(latents)`` -> pixels [B, H, W, 3] (unclamped);
+    * ``decode_tokens(ids)`` -> pixels clamped to [0, 1] (ids [B, h, w], or [B, h*w] for square grids),
+      like the official ``PretrainedTokenizer.decode_tokens``;
+    * ``__call__(images)`` -> (pixels clamped to [0, 1], the ``encode`` result dict).
     """
 
     config: VQGANConfig = VQGANConfig()
@@ -241,17 +178,15 @@ class MaskGITVQGAN(nn.Module):
         self.decoder = VQGANDecoder(c, self.dtype, self.param_dtype)
         self.quantize = VQGANQuantizer(c.codebook_size, c.z_channels)
 
-    def encode(self, images: jax.Array) -> Tuple[jax.Array, jax.Array]:
-        """images [B, H, W, 3] in [0, 1] -> (quantized latents [B, h, w, D], ids [B, h, w])."""
-        return self.quantize(self.encoder(images))
-
-    def encode_to_ids(self, images: jax.Array) -> jax.Array:
-        return self.encode(images)[1]
+    def encode(self, images: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """images [B, H, W, 3] in [0, 1] -> (quantized latents [B, h, w, D], {'ids': [B, h, w]})."""
+        quantized, ids = self.quantize(self.encoder(images))
+        return quantized, {"ids": ids}
 
     def decode(self, latents: jax.Array) -> jax.Array:
         return self.decoder(latents)
 
-    def decode_ids(self, ids: jax.Array) -> jax.Array:
+    def decode_tokens(self, ids: jax.Array) -> jax.Array:
         """ids [B, h, w] (or [B, h*w] for square grids) -> images [B, H, W, 3] clamped to [0, 1]."""
         if ids.ndim == 2:
             side = int(round(ids.shape[1] ** 0.5))
@@ -261,15 +196,21 @@ class MaskGITVQGAN(nn.Module):
         latents = self.quantize.lookup(ids)
         return jnp.clip(self.decoder(latents), 0.0, 1.0)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
-        quantized, _ = self.encode(images)
-        return jnp.clip(self.decoder(quantized), 0.0, 1.0)
+    def __call__(self, images: jax.Array) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        quantized, result = self.encode(images)
+        return jnp.clip(self.decoder(quantized), 0.0, 1.0), result
 
 
-def init_params(config: VQGANConfig, rng: jax.Array, image_size: int = 256) -> dict:
-    model = MaskGITVQGAN(config)
-    x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-    return nn.meta.unbox(model.init(rng, x)["params"])
+def init_params(config: VQGANConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
+    """Random-init parameters (float32; convolutional, so they do not depend on the image size)."""
+    model = MaskGITVQGAN(config, dtype=dtype)
+    size = config.downsample_factor
+    return model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32))["params"]
+
+
+def abstract_params(config: VQGANConfig) -> dict:
+    """Shapes/dtypes of the parameter tree without allocating it (``jax.eval_shape``)."""
+    return jax.eval_shape(lambda r: init_params(config, r), jax.random.key(0))
 
 
 def resolution_blocks(config: VQGANConfig) -> Sequence[int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import List, Tuple
 
-from titok_jax.models.maskgit_vqgan import VQGANConfig
+from titok_jax.config.models import VQGANConfig
 from titok_jax.porting.mapping import NameMap, Rule
 
 _RES_PARTS = (("norm1", "norm"), ("conv1", "conv"), ("norm2", "norm"), ("conv2", "conv"))

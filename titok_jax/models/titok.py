@@ -15,7 +15,6 @@ Layouts: images [B, H, W, 3] float in [0, 1]; latents [B, L, C]; token ids [B, L
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 import einops
@@ -23,133 +22,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from titok_jax.models.layers import (
-    Transformer,
-    dense_init,
-    embedding_init,
-    layer_norm,
-    partitioned,
-)
-from titok_jax.models.maskgit_vqgan import VQGANConfig, VQGANDecoder, codebook_param
+from titok_jax.config.models import PROXY_CODEBOOK_SIZE, TiTokConfig
+from titok_jax.models.layers import Transformer, dense_init, embedding_init, layer_norm
+from titok_jax.models.maskgit_vqgan import VQGANDecoder
 from titok_jax.quantizers.vae import DiagonalGaussian
-from titok_jax.quantizers.vq import VectorQuantizer
+from titok_jax.quantizers.vq import VectorQuantizer, codebook_init
 
 Dtype = Any
 
-# Official width/depth/heads table (TiTokEncoder/TiTokDecoder in modeling/modules/blocks.py).
-VIT_SIZES = {
-    "small": (512, 8, 8),
-    "base": (768, 12, 12),
-    "large": (1024, 24, 16),
-}
-
-# The legacy decoder head predicts over the MaskGIT-VQGAN codebook (hard-coded 1024 officially).
-PROXY_CODEBOOK_SIZE = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class TiTokConfig:
-    """Every hyper-parameter of a TiTok tokenizer.
-
-    ``encoder_size`` / ``decoder_size`` name a row of the official table (small/base/large);
-    ``encoder_width`` etc. override it (0 = take the table value), which the tiny test models use.
-    """
-
-    image_size: int = 256
-    encoder_size: str = "base"
-    decoder_size: str = "base"
-    encoder_width: int = 0
-    encoder_depth: int = 0
-    encoder_heads: int = 0
-    decoder_width: int = 0
-    decoder_depth: int = 0
-    decoder_heads: int = 0
-    patch_size: int = 16
-    decoder_patch_size: int = 16
-    mlp_ratio: float = 4.0
-    num_latent_tokens: int = 64
-    token_size: int = 12
-    codebook_size: int = 4096
-    use_l2_norm: bool = True
-    commitment_cost: float = 0.25
-    quantize_mode: str = "vq"  # "vq" or "vae"
-    is_legacy: bool = True
-    finetune_decoder: bool = True
-    proxy_codebook_size: int = PROXY_CODEBOOK_SIZE
-    pixel_decoder: VQGANConfig = VQGANConfig()
-
-    def __post_init__(self):
-        errors = []
-        for side in ("encoder", "decoder"):
-            size = getattr(self, f"{side}_size")
-            custom = all(getattr(self, f"{side}_{k}") for k in ("width", "depth", "heads"))
-            if size not in VIT_SIZES and not custom:
-                errors.append(
-                    f"{side}_size={size!r} is not one of {sorted(VIT_SIZES)}; "
-                    f"give {side}_width/{side}_depth/{side}_heads for a custom size"
-                )
-        if self.quantize_mode not in ("vq", "vae"):
-            errors.append(f"quantize_mode must be 'vq' or 'vae', got {self.quantize_mode!r}")
-        if self.quantize_mode == "vae" and self.finetune_decoder:
-            errors.append("finetune_decoder=True needs quantize_mode='vq' (the official code raises too)")
-        if self.finetune_decoder and not self.is_legacy:
-            errors.append("finetune_decoder=True needs the legacy proxy-code head (is_legacy=True)")
-        if self.image_size % self.patch_size or self.image_size % self.decoder_patch_size:
-            errors.append(f"image_size {self.image_size} is not a multiple of the patch size")
-        if (
-            self.is_legacy
-            and (self.image_size // self.decoder_patch_size)
-            != (self.image_size // self.pixel_decoder.downsample_factor)
-            and self.finetune_decoder
-        ):
-            errors.append("the decoder grid must equal the pixel decoder's latent grid")
-        if errors:
-            raise ValueError("invalid TiTok config: " + "; ".join(errors))
-
-    def _vit(self, side: str) -> Tuple[int, int, int]:
-        base = VIT_SIZES.get(getattr(self, f"{side}_size"), (0, 0, 0))
-        vals = [getattr(self, f"{side}_{k}") or b for k, b in zip(("width", "depth", "heads"), base)]
-        return tuple(vals)
-
-    @property
-    def encoder_vit(self) -> Tuple[int, int, int]:
-        return self._vit("encoder")
-
-    @property
-    def decoder_vit(self) -> Tuple[int, int, int]:
-        return self._vit("decoder")
-
-    @property
-    def grid_size(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def encoder_out_channels(self) -> int:
-        return 2 * self.token_size if self.quantize_mode == "vae" else self.token_size
-
-    @property
-    def is_standard_size(self) -> bool:
-        """True when the official classes can build this model (sizes come only from the table)."""
-        return not any(getattr(self, f"{s}_{k}") for s in ("encoder", "decoder") for k in ("width", "depth", "heads"))
-
-    @classmethod
-    def from_dict(cls, d) -> "TiTokConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown TiTok config keys {sorted(unknown)}; known keys: {sorted(known)}")
-        if "pixel_decoder" in d and not isinstance(d["pixel_decoder"], VQGANConfig):
-            d["pixel_decoder"] = VQGANConfig.from_dict(d["pixel_decoder"])
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["pixel_decoder"] = self.pixel_decoder.to_dict()
-        return d
-
-    def replace(self, **kw) -> "TiTokConfig":
-        return dataclasses.replace(self, **kw)
+# The parameter subtrees ``encode`` reads (a stage-1 checkpoint has no pixel decoder; none is needed) ...
+ENCODE_PARTS = ("latent_tokens", "encoder", "quantize")
+# ... and those ``decode_tokens`` reads (``latent_tokens`` is a top-level param that setup binds).
+DECODE_PARTS = ("latent_tokens", "quantize", "decoder", "pixel_quantize", "pixel_decoder")
 
 
 def check_images(images: jax.Array, image_size: int) -> None:
@@ -194,18 +78,16 @@ class TiTokEncoder(nn.Module):
             padding="VALID",
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), (None, None, None, "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+            kernel_init=dense_init(),
+            bias_init=nn.initializers.zeros,
             name="patch_embed",
         )(images)
         x = x.reshape(b, grid * grid, w)  # row-major patches, as torch's flatten(2)
-        cls = self.param("class_embedding", embedding_init(w, (None, "embed")), (1, w), self.param_dtype)
-        pos = self.param(
-            "positional_embedding", embedding_init(w, (None, "embed")), (grid * grid + 1, w), self.param_dtype
-        )
+        cls = self.param("class_embedding", embedding_init(w), (1, w), self.param_dtype)
+        pos = self.param("positional_embedding", embedding_init(w), (grid * grid + 1, w), self.param_dtype)
         lat_pos = self.param(
             "latent_token_positional_embedding",
-            embedding_init(w, (None, "embed")),
+            embedding_init(w),
             (self.num_latent_tokens, w),
             self.param_dtype,
         )
@@ -226,7 +108,7 @@ class TiTokEncoder(nn.Module):
             self.out_channels,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), ("embed", None)),
+            kernel_init=dense_init(),
             bias_init=nn.initializers.zeros,
             name="conv_out",
         )(x)
@@ -257,18 +139,16 @@ class TiTokDecoder(nn.Module):
             w,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), (None, "embed")),
-            bias_init=partitioned(nn.initializers.zeros, ("embed",)),
+            kernel_init=dense_init(),
+            bias_init=nn.initializers.zeros,
             name="decoder_embed",
         )(z)
-        cls = self.param("class_embedding", embedding_init(w, (None, "embed")), (1, w), self.param_dtype)
-        pos = self.param(
-            "positional_embedding", embedding_init(w, (None, "embed")), (grid * grid + 1, w), self.param_dtype
-        )
-        mask = self.param("mask_token", embedding_init(w, (None, None, "embed")), (1, 1, w), self.param_dtype)
+        cls = self.param("class_embedding", embedding_init(w), (1, w), self.param_dtype)
+        pos = self.param("positional_embedding", embedding_init(w), (grid * grid + 1, w), self.param_dtype)
+        mask = self.param("mask_token", embedding_init(w), (1, 1, w), self.param_dtype)
         lat_pos = self.param(
             "latent_token_positional_embedding",
-            embedding_init(w, (None, "embed")),
+            embedding_init(w),
             (self.num_latent_tokens, w),
             self.param_dtype,
         )
@@ -284,18 +164,18 @@ class TiTokDecoder(nn.Module):
         x = x[:, 1 : 1 + grid * grid]
         x = layer_norm("ln_post", self.dtype, self.param_dtype)(x)
         x = x.reshape(b, grid, grid, w)
-        dense = lambda feats, name, axes: nn.Dense(  # noqa: E731
+        dense = lambda feats, name: nn.Dense(  # noqa: E731
             feats,
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            kernel_init=partitioned(dense_init(), axes),
+            kernel_init=dense_init(),
             bias_init=nn.initializers.zeros,
             name=name,
         )
         if self.is_legacy:
-            x = jnp.tanh(dense(2 * w, "ffn_0", ("embed", "mlp"))(x))
-            return dense(self.proxy_codebook_size, "ffn_2", ("mlp", None))(x).astype(jnp.float32)
-        x = dense(p * p * 3, "ffn", ("embed", None))(x)
+            x = jnp.tanh(dense(2 * w, "ffn_0")(x))
+            return dense(self.proxy_codebook_size, "ffn_2")(x).astype(jnp.float32)
+        x = dense(p * p * 3, "ffn")(x)
         x = einops.rearrange(x, "b h w (p1 p2 c) -> b (h p1) (w p2) c", p1=p, p2=p, c=3)
         x = nn.Conv(
             3,
@@ -312,8 +192,8 @@ class TiTokDecoder(nn.Module):
 class TiTok(nn.Module):
     """The tokenizer. Entry points (use with ``apply(..., method=...)``):
 
-    * ``encode(images)`` -> (latents [B, L, C] float32, result dict with ``min_encoding_indices``
-      [B, L] and the quantizer losses; VAE: ``posterior_mean``/``posterior_logvar``/``kl``);
+    * ``encode(images)`` -> (latents [B, L, C] float32, result dict: VQ: ``ids`` [B, L] int32, the
+      quantizer losses and codebook usage; VAE: ``posterior_mean``/``posterior_logvar``/``kl``/``kl_loss``);
     * ``decode(latents)`` -> pixels [B, H, W, 3] (unclamped), or for a stage-1 legacy model the
       1024-way proxy-code logits [B, g, g, 1024];
     * ``decode_logits(latents)`` -> raw ViT decoder output;
@@ -331,7 +211,7 @@ class TiTok(nn.Module):
         ew, ed, eh = c.encoder_vit
         dw, dd, dh = c.decoder_vit
         self.latent_tokens = self.param(
-            "latent_tokens", embedding_init(ew, (None, "embed")), (c.num_latent_tokens, ew), self.param_dtype
+            "latent_tokens", embedding_init(ew), (c.num_latent_tokens, ew), self.param_dtype
         )
         self.encoder = TiTokEncoder(
             c.image_size, c.patch_size, ew, ed, eh, c.num_latent_tokens, c.encoder_out_channels, c.is_legacy,
@@ -420,7 +300,8 @@ class PixelCodebook(nn.Module):
     dim: int = 256
 
     def setup(self):
-        self.embedding = codebook_param(self, "embedding", self.codebook_size, self.dim)
+        self.embedding = self.param("embedding", codebook_init(self.codebook_size), (self.codebook_size, self.dim),
+                                    jnp.float32)  # fmt: skip
 
     def __call__(self, ids: jax.Array) -> jax.Array:
         return jnp.take(self.embedding, ids, axis=0)
@@ -436,8 +317,7 @@ def init_params(config: TiTokConfig, rng: jax.Array, dtype=jnp.float32) -> dict:
     """Random-init parameters (unboxed plain arrays)."""
     model = TiTok(config, dtype=dtype)
     x = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
-    variables = model.init(rng, x, method=init_method)
-    return nn.meta.unbox(variables["params"])
+    return model.init(rng, x, method=init_method)["params"]
 
 
 def abstract_params(config: TiTokConfig) -> dict:

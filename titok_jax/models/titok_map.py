@@ -1,15 +1,15 @@
 """Name map of TiTok: titok_jax params <-> the official PyTorch ``TiTok`` state_dict.
 
 Key names and shapes: official_titok.md section 4.1 (legacy VQ) and 4.5 (non-legacy VQ / VAE);
-checked against ``shared/fixtures/official/manifests/titok_*.json`` by the tests.
+checked against ``tests/fixtures/official/manifests/titok_*.json`` by the tests.
 """
 
 from __future__ import annotations
 
 from typing import List, Tuple
 
+from titok_jax.config.models import TiTokConfig
 from titok_jax.models.maskgit_vqgan_map import decoder_rules as vqgan_decoder_rules
-from titok_jax.models.titok import TiTokConfig
 from titok_jax.porting.mapping import NameMap, Rule
 
 

@@ -2,7 +2,7 @@
 
 * ``.safetensors``: read with the ``safetensors`` library (no code execution possible);
 * ``.bin`` / ``.pt`` / ``.pth`` (PyTorch pickles): only when the caller passes
-  ``allow_pickle=True`` (the CLIs' ``--allow-pickle``), and then with ``torch.load(weights_only=True)``;
+  ``allow_pickle=True`` (the CLIs' ``--allow_pickle``), and then with ``torch.load(weights_only=True)``;
   torch is an optional dependency imported only here;
 * the original MaskGIT Flax checkpoints (``tokenizer_imagenet256_checkpoint``, one flax msgpack
   document): decoded with ``flax.serialization.msgpack_restore`` (msgpack, no pickle).
@@ -19,11 +19,16 @@ import struct
 from typing import Dict, Mapping, Optional
 
 import numpy as np
+from flax import serialization
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
+
+from titok_jax.errors import InputError
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
-class WeightFileError(ValueError):
+class WeightFileError(InputError):
     """A weight file is missing, unreadable, truncated or of an unexpected format."""
 
 
@@ -64,8 +69,6 @@ def load_safetensors(path: str) -> Dict[str, np.ndarray]:
             f"{path}: truncated safetensors file (tensor data needs {8 + n + end} bytes, file has {size}); "
             "re-download or re-export it"
         )
-    from safetensors import SafetensorError, safe_open
-
     out: Dict[str, np.ndarray] = {}
     bf16 = {k for k, v in header.items() if k != "__metadata__" and v.get("dtype") == "BF16"}
     try:
@@ -89,7 +92,7 @@ def load_safetensors(path: str) -> Dict[str, np.ndarray]:
 def load_torch_pickle(path: str) -> Dict[str, np.ndarray]:
     _check_exists(path)
     try:
-        import torch
+        import torch  # optional: only PyTorch pickles need it
     except ImportError:
         raise WeightFileError(
             f"{path} is a PyTorch pickle; reading it needs torch (pip install torch), "
@@ -124,7 +127,7 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarr
         if not allow_pickle:
             _check_exists(path)
             raise WeightFileError(
-                f"{path} is a PyTorch pickle: pass --allow-pickle (allow_pickle=True) to read it with "
+                f"{path} is a PyTorch pickle: pass --allow_pickle (allow_pickle=True) to read it with "
                 "torch.load(weights_only=True), or convert it to .safetensors"
             )
         return load_torch_pickle(path)
@@ -134,8 +137,6 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarr
 
 def save_safetensors(state: Mapping[str, np.ndarray], path: str, metadata: Optional[Dict[str, str]] = None) -> None:
     """Write atomically (temp file + rename), float tensors as float32, C-contiguous."""
-    from safetensors.numpy import save_file
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=metadata)
@@ -145,8 +146,6 @@ def save_safetensors(state: Mapping[str, np.ndarray], path: str, metadata: Optio
 def load_maskgit_jax_checkpoint(path: str) -> Dict[str, np.ndarray]:
     """Original MaskGIT Flax checkpoint -> ``{'encoder/Conv_0/kernel': array, ...}`` (under ``params``)."""
     _check_exists(path)
-    from flax import serialization
-
     with open(path, "rb") as f:
         data = f.read()
     try:

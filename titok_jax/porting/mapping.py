@@ -19,10 +19,12 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 
 import numpy as np
 
+from titok_jax.errors import InputError
+
 FlaxPath = Tuple[str, ...]
 
 
-class PortError(ValueError):
+class PortError(InputError):
     """A checkpoint does not fit the model the config describes."""
 
 

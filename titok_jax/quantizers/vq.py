@@ -1,6 +1,6 @@
-"""Vector quantizer with an (optionally) l2-normalised codebook.
+"""Vector quantizers: TiTok's (optionally l2-normalised) and the MaskGIT-VQGAN's plain one.
 
-Mirrors ``VectorQuantizer`` of bytedance/1d-tokenizer (``modeling/quantizer/quantizer.py``):
+``VectorQuantizer`` mirrors ``VectorQuantizer`` of bytedance/1d-tokenizer (``modeling/quantizer/quantizer.py``):
 
 * runs in float32 whatever the compute dtype of the surrounding model;
 * ``use_l2_norm``: ``x / max(||x||, 1e-12)`` on both the latents and the codebook rows;
@@ -10,11 +10,15 @@ Mirrors ``VectorQuantizer`` of bytedance/1d-tokenizer (``modeling/quantizer/quan
 
 Tokens are channels-last: latents [B, L, C], ids [B, L] (the official code uses
 [B, C, 1, L] and [B, 1, L]).
+
+``VQGANQuantizer`` is the nearest-neighbour codebook of the MaskGIT-VQGAN (not normalised): its
+``__call__`` is the inference path (exact codebook rows), ``with_losses`` the training path of the
+``teacher`` stage (codebook + commitment loss, straight-through output).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax
@@ -53,6 +57,15 @@ def codebook_usage(ids: jax.Array, codebook_size: int) -> Dict[str, jax.Array]:
     }
 
 
+def codebook_init(codebook_size: int):
+    """The official codebook init of TiTok and the MaskGIT-VQGAN: U(-1/K, 1/K)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -1.0 / codebook_size, 1.0 / codebook_size)
+
+    return init
+
+
 class VectorQuantizer(nn.Module):
     """``embedding`` [K, C] codebook (stored un-normalised, like the official one)."""
 
@@ -62,16 +75,8 @@ class VectorQuantizer(nn.Module):
     use_l2_norm: bool = True
 
     def setup(self):
-        k = self.codebook_size
-        # Official init: U(-1/K, 1/K).
         self.embedding = self.param(
-            "embedding",
-            nn.with_logical_partitioning(
-                lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -1.0 / k, 1.0 / k),
-                ("codebook", "token"),
-            ),
-            (self.codebook_size, self.token_size),
-            jnp.float32,
+            "embedding", codebook_init(self.codebook_size), (self.codebook_size, self.token_size), jnp.float32
         )
 
     def codebook(self) -> jax.Array:
@@ -79,7 +84,7 @@ class VectorQuantizer(nn.Module):
         return l2_normalize(cb) if self.use_l2_norm else cb
 
     def __call__(self, z: jax.Array) -> tuple[jax.Array, Dict[str, Any]]:
-        """z [B, L, C] -> (straight-through z_q [B, L, C] float32, result dict)."""
+        """z [B, L, C] -> (straight-through z_q [B, L, C] float32, result dict with ``ids`` [B, L])."""
         z = z.astype(jnp.float32)
         if self.use_l2_norm:
             z = l2_normalize(z)
@@ -93,7 +98,7 @@ class VectorQuantizer(nn.Module):
             "quantizer_loss": commitment + codebook_loss,
             "commitment_loss": commitment,
             "codebook_loss": codebook_loss,
-            "min_encoding_indices": ids,
+            "ids": ids,
             **codebook_usage(ids, self.codebook_size),
         }
         return z_st, result
@@ -101,3 +106,38 @@ class VectorQuantizer(nn.Module):
     def lookup(self, ids: jax.Array) -> jax.Array:
         """ids [...] -> codebook rows [..., C] (l2-normalised when enabled); the official get_codebook_entry."""
         return jnp.take(self.codebook(), ids, axis=0)
+
+
+class VQGANQuantizer(nn.Module):
+    """Plain (not normalised) nearest-neighbour codebook, ``embedding`` [K, dim]."""
+
+    codebook_size: int = 1024
+    dim: int = 256
+
+    def setup(self):
+        self.embedding = self.param("embedding", codebook_init(self.codebook_size), (self.codebook_size, self.dim),
+                                    jnp.float32)  # fmt: skip
+
+    def __call__(self, z: jax.Array) -> Tuple[jax.Array, jax.Array]:
+        """z [..., D] -> (nearest codebook rows [..., D] float32, ids [...] int32)."""
+        ids = nearest_code(z.astype(jnp.float32), self.embedding)
+        return self.lookup(ids), ids
+
+    def with_losses(self, z: jax.Array, commitment_cost: float) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """Training path: (straight-through z_q float32, {'quantizer_loss', 'codebook_loss', 'commitment_loss',
+        'ids', usage stats}); ``quantizer_loss = codebook_loss + commitment_cost * commitment_loss``."""
+        z = z.astype(jnp.float32)
+        z_q, ids = self(z)
+        codebook_loss = jnp.mean(jnp.square(z_q - jax.lax.stop_gradient(z)))
+        commitment = jnp.mean(jnp.square(jax.lax.stop_gradient(z_q) - z))
+        result = {
+            "quantizer_loss": codebook_loss + commitment_cost * commitment,
+            "codebook_loss": codebook_loss,
+            "commitment_loss": commitment,
+            "ids": ids,
+            **codebook_usage(ids, self.codebook_size),
+        }
+        return z + jax.lax.stop_gradient(z_q - z), result
+
+    def lookup(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(jnp.asarray(self.embedding, jnp.float32), ids, axis=0)

@@ -9,7 +9,6 @@ Re-running the same command resumes a stage exactly or skips it when complete.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -19,22 +18,17 @@ from typing import Any, Dict, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from clu import parameter_overview
 
-from titok_jax import checkpoint
+from titok_jax import checkpoint, parallel
 from titok_jax import images as im
-from titok_jax.train import sharding as shd
-from titok_jax.train.metrics_io import MetricWriter, Progress
-from titok_jax.train.stages import Stage, final_dir
+from titok_jax import workdir as workdir_lib
+from titok_jax.config.run import RunConfig
+from titok_jax.errors import Preempted, TrainingError
+from titok_jax.train.metrics import MetricWriter, Progress
+from titok_jax.train.stages import Stage
 
-log = logging.getLogger("titok_jax.train")
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-class Preempted(RuntimeError):
-    """Raised after a SIGTERM/SIGINT-triggered save; rerun the command to resume."""
+log = logging.getLogger(__name__)
 
 
 class _StopFlag:
@@ -54,27 +48,15 @@ class _StopFlag:
         if self.signal is not None:  # second signal: give up immediately
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\nreceived signal {signum}: saving a checkpoint after the current step, then exiting", flush=True)
+        log.warning("received signal %d: saving a checkpoint after the current step, then exiting", signum)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
 
 
-def _stage_seed(config, stage: Stage) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(config.seed), sum(map(ord, stage.name)))
-
-
-def _done_path(workdir: str, stage: str) -> str:
-    return os.path.join(workdir, stage, "DONE.json")
-
-
-def stage_done(workdir: str, stage: str) -> Optional[dict]:
-    p = _done_path(workdir, stage)
-    if os.path.exists(p):
-        with open(p) as f:
-            return json.load(f)
-    return None
+def _stage_seed(run: RunConfig, stage: Stage) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(run.seed), sum(map(ord, stage.name)))
 
 
 def _to_host(tree):
@@ -101,17 +83,17 @@ def _fmt_scalars(scalars: Dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in scalars.items())
 
 
-def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Optional[int] = None) -> Dict[str, Any]:
+def train_stage(
+    stage: Stage, run: RunConfig, workdir: str, mesh=None, max_steps: Optional[int] = None
+) -> Dict[str, Any]:
     """Run (or resume, or skip) one stage; returns its summary (PSNR before/after, steps, time)."""
-    from titok_jax import data as data_lib
-
-    done = stage_done(workdir, stage.name)
+    done = workdir_lib.read_done(workdir, stage.name)
     if done is not None:
-        print(f"[{stage.name}] already complete ({_done_path(workdir, stage.name)}): skipping", flush=True)
+        log.info("[%s] already complete (%s): skipping", stage.name, workdir_lib.done_path(workdir, stage.name))
         return done
     sc = stage.sc
-    mesh = mesh or shd.make_mesh(tuple(config.mesh))
-    shd.check_batch_size(sc.batch_size, mesh)
+    mesh = mesh or parallel.make_mesh(run.mesh)
+    parallel.check_batch_size(sc.batch_size, mesh, f"{sc.name}.batch_size")
     sdir = os.path.abspath(os.path.join(workdir, stage.name))
     os.makedirs(sdir, exist_ok=True)
     is_main = jax.process_index() == 0
@@ -121,16 +103,16 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
     # Data: each process reads its own shard; the global batch is assembled as one jax.Array.
     pidx, pcount = jax.process_index(), jax.process_count()
     loader, eval_loader = stage.loaders(workdir, pidx, pcount)
-    b_shard = shd.batch_sharding(mesh)
-    eval_batch = data_lib.to_global_array(next(iter(eval_loader)), mesh, b_shard.spec)
+    b_shard = parallel.batch_sharding(mesh)
+    eval_batch = parallel.to_global_array(next(iter(eval_loader)), mesh, b_shard.spec)
 
     aux = stage.load_aux(workdir)
-    aux_shardings = shd.state_shardings(jax.eval_shape(lambda: aux), mesh)
+    aux_shardings = parallel.state_shardings(jax.eval_shape(lambda: aux), mesh)
     aux = jax.device_put(aux, aux_shardings)
 
-    rng = _stage_seed(config, stage)
+    rng = _stage_seed(run, stage)
     abstract = jax.eval_shape(stage.init_state, rng)
-    shardings = shd.state_shardings(abstract, mesh)
+    shardings = parallel.state_shardings(abstract, mesh)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
     options = ocp.CheckpointManagerOptions(
@@ -146,20 +128,18 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
         state = restored.state
         loader.set_state(restored.data["loaders"][str(pidx)] if "loaders" in restored.data else restored.data)
         summary.update(restored.data.get("summary", {}))
-        print(f"[{stage.name}] resuming from step {latest} ({mngr.directory})", flush=True)
+        log.info("[%s] resuming from step %d (%s)", stage.name, latest, mngr.directory)
     else:
         state = jax.jit(stage.init_state, out_shardings=shardings)(rng)
         state = jax.device_put(stage.handoff(state, workdir), shardings)
         if is_main:
-            from clu import parameter_overview
-
             shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
-            print(parameter_overview.get_parameter_overview(shapes, include_stats=False), flush=True)
+            log.info("%s", parameter_overview.get_parameter_overview(shapes, include_stats=False))
     # Eval outputs come back replicated so every process can read them (multi-host safe).
     eval_fn = jax.jit(
         stage.eval_outputs,
         in_shardings=(shardings, b_shard, aux_shardings),
-        out_shardings=shd.replicated(mesh),
+        out_shardings=parallel.replicated(mesh),
     )
     if "eval_before" not in summary:
         ev = _eval(stage, state, eval_batch, aux, eval_fn)
@@ -167,12 +147,12 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
         summary.update({f"{k}_before": v for k, v in ev["scalars"].items()})
         if ev["grid"] is not None:
             writer.write_images(int(state.step), {stage.grid_name: ev["grid"]})
-        print(f"[{stage.name}] eval before training: {_fmt_scalars(ev['scalars'])}", flush=True)
+        log.info("[%s] eval before training: %s", stage.name, _fmt_scalars(ev["scalars"]))
 
     step_fn = jax.jit(
         stage.train_step,
         in_shardings=(shardings, b_shard, aux_shardings),
-        out_shardings=(shardings, shd.replicated(mesh)),
+        out_shardings=(shardings, parallel.replicated(mesh)),
         donate_argnums=(0,),
     )
     start = int(jax.device_get(state.step))
@@ -189,7 +169,7 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
 
     with _StopFlag() as stop:
         for step in range(start, stop_at):
-            batch = data_lib.to_global_array(next(it), mesh, b_shard.spec)
+            batch = parallel.to_global_array(next(it), mesh, b_shard.spec)
             with jax.profiler.StepTraceAnnotation(stage.name, step_num=step):
                 state, metrics = step_fn(state, batch, aux)
             if pending is not None:
@@ -199,8 +179,7 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
                 if p_step % sc.log_every == 0 or p_step == start + 1:
                     timing = progress.mark(p_step)
                     writer.write_scalars(p_step, {**host, **timing})
-                    if is_main:
-                        print(Progress.line(stage.name, p_step, total, host, timing), flush=True)
+                    log.info("%s", Progress.line(stage.name, p_step, total, host, timing))
             pending = (step + 1, metrics)
             done_steps = step + 1
             if done_steps % sc.checkpoint_every == 0 or done_steps == total or stop.signal is not None:
@@ -211,7 +190,7 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
                 writer.write_scalars(done_steps, {f"eval_{k}": v for k, v in ev["scalars"].items()})
                 if ev["grid"] is not None:
                     writer.write_images(done_steps, {stage.grid_name: ev["grid"]})
-                print(f"[{stage.name}] step {done_steps}: eval {_fmt_scalars(ev['scalars'])}", flush=True)
+                log.info("[%s] step %d: eval %s", stage.name, done_steps, _fmt_scalars(ev["scalars"]))
             if stop.signal is not None:
                 mngr.wait_until_finished()
                 mngr.close()
@@ -236,22 +215,19 @@ def train_stage(stage: Stage, config, workdir: str, mesh=None, max_steps: Option
     if is_main and ev["grid"] is not None:
         im.save_png(ev["grid"], os.path.join(sdir, f"{stage.grid_name}_final.png"))
     before = _fmt_scalars(summary["eval_before"])
-    print(f"[{stage.name}] done: eval before: {before}; after: {_fmt_scalars(ev['scalars'])}", flush=True)
+    log.info("[%s] done: eval before: %s; after: %s", stage.name, before, _fmt_scalars(ev["scalars"]))
     if skipped and skipped.get("skipped"):
-        print(f"[{stage.name}] skipped unreadable images: {skipped['skipped']}", flush=True)
+        log.warning("[%s] skipped unreadable images: %s", stage.name, skipped["skipped"])
         summary["skipped_images"] = [list(map(str, s)) for s in skipped["skipped"]]
     # Hand-off checkpoint for the next stages: final (EMA) params in the `port import` format.
     final = stage.final_params(state)
-    fdir = final_dir(workdir, stage.name)
+    fdir = workdir_lib.final_dir(workdir, stage.name)
     if not os.path.isdir(fdir):
         checkpoint.save_params(fdir, final, {"stage": stage.name, "step": total, "model_config": _model_meta(stage)})
     mngr.close()
     writer.close()
     if is_main:
-        tmp = _done_path(workdir, stage.name) + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, _done_path(workdir, stage.name))
+        workdir_lib.write_done(workdir, stage.name, summary)
     return summary
 
 

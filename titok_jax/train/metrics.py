@@ -12,6 +12,7 @@ import time
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
+from tensorboardX import SummaryWriter
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -31,8 +32,6 @@ class MetricWriter:
         self._jsonl = None
         if enabled:
             os.makedirs(logdir, exist_ok=True)
-            from tensorboardX import SummaryWriter
-
             self._tb = SummaryWriter(logdir)
             self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
 

@@ -1,0 +1,105 @@
+"""``Sampler``: a generator + tokenizer pair with one jitted ``labels -> (ids, uint8 images)`` program.
+
+    from titok_jax.api import Sampler
+    s = Sampler.from_weights("configs/titok_b64.py", "tokenizer_titok_b64.safetensors",
+                             "generator_titok_b64.safetensors")
+    ids, images = s.sample([207, 360, 387], seed=0)     # int32 [3, 64], uint8 [3, 256, 256, 3]
+
+Batches are split over all devices (one compiled program per batch size; the last batch is padded).
+Sampling settings default to the run config's (``config.generator.sampling``: the official inference
+settings of the released models).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from titok_jax import config as config_lib
+from titok_jax import parallel
+from titok_jax import workdir as workdir_lib
+from titok_jax.api import weights as weights_lib
+from titok_jax.config.models import SamplingConfig
+from titok_jax.errors import InputError
+from titok_jax.models import registry
+from titok_jax.models.titok import DECODE_PARTS
+from titok_jax.sampling import make_sample_fn
+
+
+class Sampler:
+    """Generator + tokenizer params and one jitted ``labels -> (ids, uint8 images)`` function."""
+
+    def __init__(self, run: Any, generator_params, tokenizer_params, sampling: Optional[SamplingConfig] = None):
+        self.run = run = config_lib.load(run)
+        self.gen_handle = registry.generator(run)
+        self.tok_handle = registry.tokenizer(run)
+        self.gen_config = self.gen_handle.config
+        self.sampling = sampling or run.sampling()
+        self.gen_params, self.tok_params = generator_params, tokenizer_params
+        fn = make_sample_fn(self.gen_handle.module(), self.sampling, self.tok_handle.module())
+        self.mesh = parallel.make_mesh((-1, 1))
+        # labels split over every device, outputs replicated (every process reads all samples)
+        shard, repl = parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh)
+        self._fn = jax.jit(fn, in_shardings=(None, shard, None, None), out_shardings=(repl, repl))
+
+    # -- constructors ---------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoints(cls, run: Any, generator_dir: str, tokenizer_dir: str,
+                         sampling: Optional[SamplingConfig] = None) -> "Sampler":  # fmt: skip
+        """From Orbax params directories (a run's ``generator/final`` and a tokenizer stage's ``final/``)."""
+        run = config_lib.load(run)
+        gen = registry.generator(run).load(generator_dir)
+        tok = registry.tokenizer(run).load(tokenizer_dir, DECODE_PARTS)
+        return cls(run, gen, tok, sampling)
+
+    @classmethod
+    def from_workdir(cls, run: Any, workdir: str, sampling: Optional[SamplingConfig] = None) -> "Sampler":
+        """The trained generator of a run and the tokenizer it was trained on."""
+        return cls.from_checkpoints(run, workdir_lib.generator_checkpoint(workdir),
+                                    workdir_lib.tokenizer_checkpoint(workdir), sampling)  # fmt: skip
+
+    @classmethod
+    def from_weights(cls, run: Any, tokenizer_weights: str, generator_weights: str,
+                     sampling: Optional[SamplingConfig] = None, allow_pickle: bool = False) -> "Sampler":  # fmt: skip
+        """From official weight files (``.safetensors``, hub folders, ``.bin`` with ``allow_pickle``)."""
+        run = config_lib.load(run)
+        _, tok, _ = weights_lib.import_weights(run, tokenizer_weights, allow_pickle=allow_pickle)
+        _, gen, _ = weights_lib.import_generator_weights(run, generator_weights, allow_pickle=allow_pickle)
+        return cls(run, gen, tok, sampling)
+
+    # -- sampling -------------------------------------------------------------------------------
+    def check_labels(self, labels: Sequence[int]) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise InputError(f"labels must be a 1-D list of integer class ids, got {labels!r}")
+        c = self.gen_config.condition_num_classes
+        if labels.size and (labels.min() < 0 or labels.max() >= c):
+            raise InputError(f"class ids must be in [0, {c}); got range [{labels.min()}, {labels.max()}]")
+        return labels.astype(np.int32)
+
+    def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+        """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); batch b uses rng fold_in(seed, b)."""
+        labels = self.check_labels(labels)
+        n_dev = self.mesh.devices.size
+        bs = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
+        ids, images = [], []
+        key = jax.random.key(seed)
+        pending = None  # (outputs, n) of the previous batch: copied to the host after the next is dispatched
+
+        def fetch(p):
+            (t, x), n = p
+            ids.append(np.asarray(t)[:n])
+            images.append(np.asarray(x)[:n])
+
+        for b, i in enumerate(range(0, len(labels), bs)):
+            chunk = labels[i : i + bs]
+            padded = np.concatenate([chunk, np.zeros(bs - len(chunk), np.int32)])
+            out = self._fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
+            if pending is not None:
+                fetch(pending)
+            pending = (out, len(chunk))
+        if pending is not None:
+            fetch(pending)
+        return np.concatenate(ids).astype(np.int32), np.concatenate(images).astype(np.uint8)
