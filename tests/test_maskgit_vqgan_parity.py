@@ -1,14 +1,25 @@
 """MaskGIT-VQGAN parity: with 1d-tokenizer's PyTorch port (tiny/maskgit_vqgan_tiny) and with the
-original google-research/maskgit Flax model and its msgpack checkpoint (tiny/maskgit_jax_vqgan_tiny)."""
+original google-research/maskgit Flax model and its msgpack checkpoint (tiny/maskgit_jax_vqgan_tiny);
+the rewritten ops (phase-decomposed upsample-conv, GroupNorm statistics) against their plain forms."""
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_parity, fixture_dir, load_st
+from conftest import assert_parity, fixture_dir, load_st, max_abs
 from titok_fixtures import VQGAN_JAX_TINY, VQGAN_TINY
 
 from titok_jax.models import maskgit_vqgan_map
-from titok_jax.models.maskgit_vqgan import MaskGITVQGAN, abstract_params
+from titok_jax.models.maskgit_vqgan import (
+    GN_EPS,
+    GroupNorm,
+    MaskGITVQGAN,
+    UpsampleConv,
+    abstract_params,
+    upsample_conv,
+    upsample_nearest2x,
+)
 from titok_jax.porting.io import load_maskgit_jax_checkpoint
 
 
@@ -112,3 +123,55 @@ def test_jax_checkpoint_to_pytorch_keys():
     assert sd["encoder.conv_in.weight"].shape == (32, 3, 3, 3)
     np.testing.assert_array_equal(sd["encoder.conv_in.weight"], ckpt["encoder/Conv_0/kernel"].transpose(3, 2, 0, 1))
     np.testing.assert_array_equal(sd["quantize.embedding.weight"], ckpt["quantizer/codebook"])
+
+
+# -------------------------------------------------------------------------------------------------
+# The rewritten ops against their plain forms
+@pytest.mark.parametrize("shape,cout", [((2, 5, 7, 6), 4), ((1, 16, 16, 32), 32)])
+def test_phase_decomposed_upsample_conv_equals_upsample_then_conv(shape, cout):
+    """Four 2x2 convs of the low-resolution input, interleaved == nearest x2 upsampling + 3x3 SAME conv
+    (values and gradients), on random inputs, kernels and biases."""
+    kx, kk, kb = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, shape)
+    k = jax.random.normal(kk, (3, 3, shape[-1], cout))
+    b = jax.random.normal(kb, (cout,))
+
+    def plain(x, k, b):
+        up = upsample_nearest2x(x)
+        return jax.lax.conv_general_dilated(up, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")) + b
+
+    ref, ours = plain(x, k, b), upsample_conv(x, k, b)
+    assert ours.shape == (shape[0], 2 * shape[1], 2 * shape[2], cout)
+    # float32 rounding of sums of up to 9 * Cin products (a wrong phase or tap would be O(1) off)
+    assert max_abs(ours, ref) <= 1e-5 * float(jnp.max(jnp.abs(ref)))
+    loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)))  # noqa: E731
+    g_ref = jax.grad(loss(plain), argnums=(0, 1, 2))(x, k, b)
+    g_ours = jax.grad(loss(upsample_conv), argnums=(0, 1, 2))(x, k, b)
+    for a, r in zip(g_ours, g_ref):
+        assert max_abs(a, r) <= 1e-5 * float(jnp.max(jnp.abs(r)))
+
+
+def test_upsample_conv_module_keeps_the_conv_parameters():
+    """UpsampleConv has nn.Conv's parameters (names, shapes, init), so checkpoints and name maps are unchanged."""
+    x = jnp.ones((1, 4, 4, 8))
+    p_ours = UpsampleConv(16).init(jax.random.key(0), x)["params"]
+    p_conv = nn.Conv(16, (3, 3)).init(jax.random.key(0), x)["params"]
+    assert jax.tree.map(jnp.shape, p_ours) == jax.tree.map(jnp.shape, p_conv)
+    np.testing.assert_array_equal(p_ours["kernel"], p_conv["kernel"])
+
+
+def test_group_norm_matches_float64():
+    """GroupNorm of 256x256 maps (a large offset stresses the statistics) against a float64 evaluation of the
+    same formula, with random scale and bias."""
+    x = 30.0 + 2.0 * jax.random.normal(jax.random.key(0), (2, 256, 256, 64))
+    gn = GroupNorm(num_groups=32)
+    params = gn.init(jax.random.key(1), x[:, :4, :4])
+    params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+    ours = np.asarray(jax.jit(gn.apply)(params, x), np.float64)
+    x64 = np.asarray(x, np.float64).reshape(2, -1, 32, 2)
+    mean = x64.mean(axis=(1, 3), keepdims=True)
+    var = np.square(x64 - mean).mean(axis=(1, 3), keepdims=True)
+    p64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+    ref = ((x64 - mean) / np.sqrt(var + GN_EPS)).reshape(x.shape) * p64["scale"] + p64["bias"]
+    err = np.abs(ours - ref).max() / max(1.0, np.abs(ref).max())
+    assert err < 3e-6, err  # float32 rounding of the output itself is ~1e-6 here
