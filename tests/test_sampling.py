@@ -4,8 +4,10 @@
 * the schedule tables of official_titok.md section 7.6 (masked counts, cfg, temperatures), and the
   sampler's own per-step masked counts and forward batch sizes on a synthetic logits function;
 * randomness: deterministic per rng, different across rngs, ids in [0, K);
-* one compiled program for the whole loop (one while loop, the generator traced once, no host callbacks);
-* the fused tokenizer decode (titok_tiny) returns uint8 images, truncated like the official ``sample_fn``.
+* one compiled program for the whole loop (one scan per run of steps with equal pass count, the generator
+  traced once per run, no host callbacks);
+* the fused tokenizer decode (titok_tiny) returns uint8 images, truncated like the official ``sample_fn``;
+* ``Sampler``: batch shapes sized to the request, the same samples for a seed whatever the batch size.
 """
 
 import json
@@ -18,6 +20,7 @@ from conftest import fixture_dir, load_st
 from titok_fixtures import TITOK_TINY
 
 from titok_jax import sampling
+from titok_jax.api import Sampler
 from titok_jax.config import official, presets
 from titok_jax.images import to_uint8
 from titok_jax.models import generator as gen_lib
@@ -167,8 +170,11 @@ def test_sampler_follows_the_schedule(seq_len, s, k):
     h = np.asarray(history)
     fixed_before = h[:-1] != k
     assert np.all(h[1:][fixed_before] == h[:-1][fixed_before])
-    # one traced generator call per step body: batch 2B when guidance can be on, else B
-    assert seen == [6 if np.any(sampling.schedule(seq_len, s)["two_passes"]) else 3]
+    # one traced generator call per run of steps with equal pass count: batch 2B where guidance is on,
+    # B where it is 0 (linear: step 0 alone at B, then 2B)
+    two = sampling.schedule(seq_len, s)["two_passes"]
+    runs = [bool(two[0])] + [bool(two[i]) for i in range(1, len(two)) if two[i] != two[i - 1]]
+    assert seen == [6 if r else 3 for r in runs]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -219,11 +225,17 @@ def test_whole_loop_is_one_program():
     (top,) = [e for e in loop.eqns if e.primitive.name in ("pjit", "jit")]  # the one jit
     inner = top.params["jaxpr"].jaxpr
     scans = [e for e in inner.eqns if e.primitive.name == "scan"]
-    assert len(scans) == 1 and scans[0].params["length"] == 8  # the whole loop: one scan over the steps
+    # the whole loop: step 0 (linear guidance 0: conditional pass only, batch B), then steps 1..7 (2B)
+    assert [e.params["length"] for e in scans] == [1, 7]
     assert not [e for e in _eqns(loop) if "callback" in e.primitive.name]  # no host round trips
-    # the generator is traced once, inside the loop body: as many matmuls as one forward pass
-    assert _count(scans[0].params["jaxpr"].jaxpr, "dot_general") == _count(fwd, "dot_general") > 0
-    assert _count(inner, "dot_general") == _count(fwd, "dot_general")
+    # the generator is traced once per scan body: as many matmuls as one forward pass each
+    for scan in scans:
+        assert _count(scan.params["jaxpr"].jaxpr, "dot_general") == _count(fwd, "dot_general") > 0
+    assert _count(inner, "dot_general") == 2 * _count(fwd, "dot_general")
+    # ... at batch B = 4 for step 0, 2B = 8 for the guided steps
+    first_dot = [next(e for e in _eqns(scan.params["jaxpr"].jaxpr) if e.primitive.name == "dot_general")
+                 for scan in scans]  # fmt: skip
+    assert [e.invars[0].aval.shape[0] for e in first_dot] == [4, 8]
 
 
 def test_to_uint8_truncates_like_the_official_sample_fn():
@@ -253,3 +265,26 @@ def test_fused_decode_titok_tiny():
     assert diff.max() <= 1 and np.mean(diff == 0) > 0.99  # truncation at a float boundary may flip by 1
     with pytest.raises(ValueError, match="pass the tokenizer params"):
         fn(gparams, labels, jax.random.key(3))
+
+
+# -------------------------------------------------------------------------------------------------
+# The Sampler: batch shapes and per-sample randomness
+def test_sampler_batches_requests_and_draws_per_sample_noise():
+    gcfg, gparams, *_ = load("generator_imagebert_tiny")  # official weights of the titok_tiny generator shape
+    tparams = torch_name_map(TITOK_TINY).to_flax(
+        load_st(fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors"), abstract_params(TITOK_TINY)
+    )
+    s = Sampler("titok_tiny", gparams, tparams)
+    # min(batch size, request), then the tail padded to a power of two (one device here)
+    assert s.batch_shapes(4, 32) == [4]
+    assert s.batch_shapes(100, 32) == [32, 32, 32, 4]
+    assert s.batch_shapes(5, 2) == [2, 2, 1] and s.batch_shapes(7, 4) == [4, 4] and s.batch_shapes(11, 8) == [8, 4]
+    labels = [3, 1, 4, 1]
+    ids_a, images_a = s.sample(labels, seed=7, batch_size=2)  # two batches of 2
+    ids_b, images_b = s.sample(labels, seed=7, batch_size=32)  # one batch of 4, not 32
+    assert ids_a.shape == (4, gcfg.image_seq_len) and images_a.shape == (4, 64, 64, 3)
+    np.testing.assert_array_equal(ids_a, ids_b)  # same seed, same samples, whatever the batch size
+    diff = np.abs(images_a.astype(np.int32) - images_b.astype(np.int32))  # uint8 truncation of the decoded
+    assert diff.max() <= 1 and np.mean(diff == 0) > 0.99  # floats may flip by 1 between batch shapes
+    assert np.any(s.sample(labels, seed=8, batch_size=2)[0] != ids_a)
+    assert s._fn._cache_size() == 2  # one program per distinct shape: 2 and 4

@@ -10,7 +10,9 @@ One step ``s`` of ``T`` (``r = (s + 1) / T``, ``K`` = codebook size = mask id):
 1. ``logits``: conditional ``c`` (class token) and, when guidance is on, unconditional ``u`` (null
    class) from ONE generator call on the batch ``[ids; ids]`` of size 2B.
    constant / linear: ``c + cfg (c - u)``; power-cosine: ``u + cfg (c - u)``; where ``cfg == 0``
-   (linear at step 0, or guidance 0) the logits are ``c`` exactly, as the official single pass.
+   (linear at step 0, or guidance 0) the logits are ``c`` from one pass on the B conditional rows, as
+   the official single pass. The steps are scanned in runs of equal pass count (linear: step 0 alone,
+   then steps 1..T-1), all inside the one program.
    Guidance schedules: constant ``g``; linear ``g s / T``; power-cosine
    ``(g - 1) (1 - cos(pi (s / T)^p)) / 2 + 1`` (p = ``guidance_scale_pow``, computed in float32 as
    the official code does). If ``cfg`` is 0 at every step, only the B conditional pass runs.
@@ -29,7 +31,9 @@ Tokens still masked after each step (``masked_counts``), i.e. how many tokens ea
 
 Randomness: step ``s`` draws its two Gumbel fields (sampling, confidences) from ``fold_in(rng, s)``:
 the same rng and labels give the same ids, and ``randomize_temperature == 0`` needs no randomness at all
-(then the ids equal the official sampler's exactly). The official code draws from torch's global
+(then the ids equal the official sampler's exactly). ``rng`` may also be one key per sample ([B] keys):
+then sample ``i``'s noise comes from ``fold_in(rng[i], s)`` alone, so a sample does not depend on the
+batch it is drawn in (``titok_jax.api.Sampler`` uses ``fold_in(key(seed), i)`` for the i-th label). The official code draws from torch's global
 generator instead, so randomized samples agree with it in distribution, not value.
 
 API: ``SamplingConfig`` (``titok_jax.config.models``, + ``SamplingConfig.official(name)``),
@@ -112,6 +116,26 @@ def _gumbel(rng: jax.Array, shape) -> jax.Array:
 LogitsFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def _noise(rng: jax.Array, s: jax.Array, shape) -> tuple:
+    """The step's two Gumbel fields, [B, L, K] (sampling) and [B, L] (confidences): from one key for the
+    batch, or from each sample's own key when ``rng`` holds [B] keys."""
+    if rng.ndim == 0:
+        r_sample, r_conf = jax.random.split(jax.random.fold_in(rng, s))
+        return _gumbel(r_sample, shape), _gumbel(r_conf, shape[:-1])
+
+    def one(key):
+        r_sample, r_conf = jax.random.split(jax.random.fold_in(key, s))
+        return _gumbel(r_sample, shape[1:]), _gumbel(r_conf, shape[1:-1])
+
+    return jax.vmap(one)(rng)
+
+
+def _runs(flags: np.ndarray) -> list:
+    """[(start, stop, flag)] of the runs of equal values in a 1-D array."""
+    cuts = [0] + [i for i in range(1, len(flags)) if flags[i] != flags[i - 1]] + [len(flags)]
+    return [(a, b, bool(flags[a])) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
 def generate_tokens(
     logits_fn: LogitsFn,
     labels: jax.Array,
@@ -125,55 +149,60 @@ def generate_tokens(
     """Class-conditional token ids int32 [B, L] (``return_history``: also the ids after every step [T, B, L]).
 
     ``logits_fn(ids [N, L], labels [N], drop [N] bool) -> logits [N, L, K]`` (drop True = null class).
-    Traceable: call it inside ``jax.jit`` (``make_sample_fn`` does) so the loop compiles once.
+    ``rng``: one key, or [B] keys (one per sample). Traceable: call it inside ``jax.jit``
+    (``make_sample_fn`` does) so the loop compiles once.
     """
     labels = jnp.asarray(labels, jnp.int32)
     if labels.ndim != 1:
         raise ValueError(f"labels must be [B] class ids; got shape {tuple(labels.shape)}")
     b, k = labels.shape[0], int(codebook_size)
+    if rng.ndim not in (0, 1) or (rng.ndim == 1 and rng.shape[0] != b):
+        raise ValueError(f"rng must be one key or one key per label ({b}); got shape {tuple(rng.shape)}")
     sched = schedule(seq_len, sampling)
-    two_pass = bool(np.any(sched["two_passes"]))
     power_cosine = sampling.guidance_decay == "power-cosine"
     t = int(sampling.num_steps)
     xs = (
-        jnp.arange(t, dtype=jnp.int32),
-        jnp.asarray(sched["cfg"]),
-        jnp.asarray(sched["softmax_temperature"]),
-        jnp.asarray(sched["gumbel_temperature"]),
-        jnp.asarray(sched["n_keep_masked"]),
+        np.arange(t, dtype=np.int32),
+        sched["cfg"],
+        sched["softmax_temperature"],
+        sched["gumbel_temperature"],
+        sched["n_keep_masked"],
     )
     no_drop = jnp.zeros((b,), bool)
-    if two_pass:
-        labels2 = jnp.concatenate([labels, labels])
-        drop2 = jnp.concatenate([no_drop, jnp.ones((b,), bool)])
+    labels2 = jnp.concatenate([labels, labels])
+    drop2 = jnp.concatenate([no_drop, jnp.ones((b,), bool)])
 
-    def step(ids, x):
+    def step(ids, x, two_pass):
         s, cfg, soft_t, gumbel_t, n_keep = x
-        r_sample, r_conf = jax.random.split(jax.random.fold_in(rng, s))
         is_mask = ids == k
         if two_pass:
             both = logits_fn(jnp.concatenate([ids, ids]), labels2, drop2).astype(jnp.float32)
             cond, uncond = both[:b], both[b:]
-            guided = uncond + (cond - uncond) * cfg if power_cosine else cond + (cond - uncond) * cfg
-            logits = jnp.where(cfg != 0, guided, cond)
-        else:
+            logits = uncond + (cond - uncond) * cfg if power_cosine else cond + (cond - uncond) * cfg
+        else:  # guidance 0 at this step: the conditional pass alone
             logits = logits_fn(ids, labels, no_drop).astype(jnp.float32)
         if sampling.softmax_temperature_annealing:
             logits = logits / soft_t
-        sampled = jnp.argmax(logits + gumbel_t * _gumbel(r_sample, logits.shape), axis=-1).astype(jnp.int32)
+        g_sample, g_conf = _noise(rng, s, logits.shape)
+        sampled = jnp.argmax(logits + gumbel_t * g_sample, axis=-1).astype(jnp.int32)
         conf = jnp.take_along_axis(logits, sampled[..., None], axis=-1)[..., 0]
         sampled = jnp.where(is_mask, sampled, ids)
         conf = jnp.where(is_mask, conf, jnp.inf)
         n = jnp.maximum(1, jnp.minimum(jnp.sum(is_mask[0]).astype(jnp.int32) - 1, n_keep))
-        conf = conf + gumbel_t * _gumbel(r_conf, conf.shape)
+        conf = conf + gumbel_t * g_conf
         cutoff = jnp.take(jnp.sort(conf, axis=-1), n - 1, axis=1)
         remasked = jnp.where(conf <= cutoff[:, None], k, sampled)
         new_ids = jnp.where(s == t - 1, sampled, remasked).astype(jnp.int32)
         return new_ids, (new_ids if return_history else None)
 
-    ids0 = jnp.full((b, seq_len), k, jnp.int32)
-    ids, history = jax.lax.scan(step, ids0, xs)
-    return (ids, history) if return_history else ids
+    ids = jnp.full((b, seq_len), k, jnp.int32)
+    history = []
+    # One scan per run of steps with the same pass count (the one-pass steps run at batch B).
+    for start, stop, two_pass in _runs(sched["two_passes"]):
+        run_xs = tuple(jnp.asarray(a[start:stop]) for a in xs)
+        ids, h = jax.lax.scan(lambda c, x, tp=two_pass: step(c, x, tp), ids, run_xs)
+        history.append(h)
+    return (ids, jnp.concatenate(history)) if return_history else ids
 
 
 def make_sample_fn(generator_module, sampling: SamplingConfig, tokenizer_module=None):

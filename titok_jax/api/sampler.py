@@ -5,9 +5,14 @@
                              "generator_titok_b64.safetensors")
     ids, images = s.sample([207, 360, 387], seed=0)     # int32 [3, 64], uint8 [3, 256, 256, 3]
 
-Batches are split over all devices (one compiled program per batch size; the last batch is padded).
-Sampling settings default to the run config's (``config.generator.sampling``: the official inference
-settings of the released models).
+Batch size: min(``batch_size``, number of labels), rounded up to a multiple of the device count; a
+shorter last batch is padded up to a power of two (times the device count) at most that size, so a
+request compiles at most a few programs (one per distinct shape, cached by ``jax.jit``). Batches are
+split over all devices. Sample ``i`` draws its noise from ``fold_in(key(seed), i)``: the same seed
+and labels give the same samples whatever the batch size (up to the last float bits of the logits,
+which can differ between batch shapes and, rarely, flip a sampled token). Sampling settings default
+to the run config's (``config.generator.sampling``: the official inference settings of the released
+models).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from titok_jax import config as config_lib
@@ -40,9 +46,9 @@ class Sampler:
         self.gen_params, self.tok_params = generator_params, tokenizer_params
         fn = make_sample_fn(self.gen_handle.module(), self.sampling, self.tok_handle.module())
         self.mesh = parallel.make_mesh((-1, 1))
-        # labels split over every device, outputs replicated (every process reads all samples)
+        # labels and their keys split over every device, outputs replicated (every process reads all samples)
         shard, repl = parallel.batch_sharding(self.mesh), parallel.replicated(self.mesh)
-        self._fn = jax.jit(fn, in_shardings=(None, shard, None, None), out_shardings=(repl, repl))
+        self._fn = jax.jit(fn, in_shardings=(None, shard, shard, None), out_shardings=(repl, repl))
 
     # -- constructors ---------------------------------------------------------------------------
     @classmethod
@@ -79,13 +85,26 @@ class Sampler:
             raise InputError(f"class ids must be in [0, {c}); got range [{labels.min()}, {labels.max()}]")
         return labels.astype(np.int32)
 
-    def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
-        """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); batch b uses rng fold_in(seed, b)."""
-        labels = self.check_labels(labels)
+    def batch_shapes(self, n: int, batch_size: int) -> list:
+        """The padded batch sizes ``sample`` runs for ``n`` labels: full batches of min(batch_size, n)
+        rounded up to the device count, then the remainder padded up to a power of two (x devices)."""
         n_dev = self.mesh.devices.size
-        bs = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
+        up = lambda x: -(-x // n_dev) * n_dev  # noqa: E731
+        bs = up(max(1, min(int(batch_size), n)))
+        full, tail = divmod(n, bs)
+        shapes = [bs] * full
+        if tail:
+            shapes.append(min(bs, up(1 << (tail - 1).bit_length())))
+        return shapes
+
+    def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
+        """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); sample i uses ``fold_in(key(seed), i)``."""
+        labels = self.check_labels(labels)
+        if not labels.size or batch_size < 1:
+            raise InputError(f"need at least one label and batch_size >= 1; got {labels.size} labels, "
+                             f"batch_size {batch_size}")  # fmt: skip
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(len(labels)))
         ids, images = [], []
-        key = jax.random.key(seed)
         pending = None  # (outputs, n) of the previous batch: copied to the host after the next is dispatched
 
         def fetch(p):
@@ -93,13 +112,19 @@ class Sampler:
             ids.append(np.asarray(t)[:n])
             images.append(np.asarray(x)[:n])
 
-        for b, i in enumerate(range(0, len(labels), bs)):
-            chunk = labels[i : i + bs]
-            padded = np.concatenate([chunk, np.zeros(bs - len(chunk), np.int32)])
-            out = self._fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
+        i = 0
+        for bs in self.batch_shapes(len(labels), batch_size):
+            n = min(bs, len(labels) - i)
+            pad = bs - n
+            chunk = np.concatenate([labels[i : i + n], np.zeros(pad, np.int32)])
+            chunk_keys = keys[i : i + n]
+            if pad:  # padding rows reuse the first key; their samples are dropped
+                chunk_keys = jnp.concatenate([chunk_keys, jnp.broadcast_to(chunk_keys[:1], (pad,))])
+            out = self._fn(self.gen_params, chunk, chunk_keys, self.tok_params)
             if pending is not None:
                 fetch(pending)
-            pending = (out, len(chunk))
+            pending = (out, n)
+            i += n
         if pending is not None:
             fetch(pending)
         return np.concatenate(ids).astype(np.int32), np.concatenate(images).astype(np.uint8)
