@@ -10,10 +10,14 @@
 * ``data_parallel(fn, params, batch_size)``: ``fn(params, x)`` jitted over this process's local
   devices (params replicated, the batch split), with a shape check -- the tokenizer's encode, the
   linear probe's features.
+* XLA's CPU matmul backend: ``choose_cpu_matmul`` (the command lines call it before JAX's first
+  computation), ``cpu_matmul()`` says which one is in use.
 """
 
 from __future__ import annotations
 
+import os
+from importlib import metadata
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import jax
@@ -173,3 +177,48 @@ def data_parallel(
         return jitted(params, jax.device_put(x, data_sh))
 
     return call
+
+
+# XLA's CPU matmul backend. jaxlib 0.10 hands dots and convolutions to YNNPACK fusions; with this flag
+# empty (no YNNPACK fusion types) they go to Eigen. On the ViT/generator shapes of TiTok, Eigen was
+# faster on the CPU of README's table (``titok-bench --cpu_matmul=eigen|ynnpack`` measures both), so
+# the command lines choose it -- unless XLA_FLAGS already names the flag (the user's choice wins), or
+# the jaxlib is not one where the flag was measured (XLA aborts on a flag it does not know). XLA reads
+# XLA_FLAGS once, when JAX creates its first backend: after that a choice has no effect. Importing
+# titok_jax never changes XLA_FLAGS; library users set it themselves.
+CPU_MATMUL_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+CPU_MATMUL_CHOICES = ("eigen", "ynnpack")
+CPU_MATMUL_DEFAULT = "eigen"
+CPU_MATMUL_JAXLIB = ((0, 10),)  # jaxlib (major, minor) where the flag exists and the default was measured
+
+
+def _jaxlib_version() -> Optional[tuple]:
+    try:
+        return tuple(int(p) for p in metadata.version("jaxlib").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+
+
+def cpu_matmul() -> str:
+    """The CPU matmul backend XLA_FLAGS selects: 'eigen' when the flag lists no fusion types."""
+    for f in os.environ.get("XLA_FLAGS", "").split():
+        if f.startswith(CPU_MATMUL_FLAG):
+            return "eigen" if f in (CPU_MATMUL_FLAG, CPU_MATMUL_FLAG + "=") else f"ynnpack ({f.split('=', 1)[-1]})"
+    return "ynnpack"
+
+
+def choose_cpu_matmul(choice: Optional[str] = None) -> None:
+    """Put ``choice`` ('eigen' or 'ynnpack' = jaxlib's own default) into XLA_FLAGS, replacing the flag's
+    earlier value (an explicit choice, e.g. ``titok-bench --cpu_matmul``). ``None``: the default, only
+    if XLA_FLAGS does not name the flag and the jaxlib is a measured one. Call it before JAX computes."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if choice is None:
+        if CPU_MATMUL_FLAG in flags or _jaxlib_version() not in CPU_MATMUL_JAXLIB:
+            return
+        choice = CPU_MATMUL_DEFAULT
+    if choice not in CPU_MATMUL_CHOICES:
+        raise ConfigError(f"unknown CPU matmul backend {choice!r}; choose one of {CPU_MATMUL_CHOICES}")
+    kept = [f for f in flags.split() if not f.startswith(CPU_MATMUL_FLAG)]
+    if choice == "eigen":
+        kept.append(CPU_MATMUL_FLAG + "=")
+    os.environ["XLA_FLAGS"] = " ".join(kept)

@@ -9,6 +9,10 @@ Exit codes (``titok_jax.errors``): 0 success; 1 usage (a missing or unknown flag
 config value, file, dataset or weights that cannot be used; one ``error:`` line says what and what
 to do); 3 training error (a non-finite loss); 143 preempted (a stop signal was honoured after a
 checkpoint: rerun the same command to resume).
+
+XLA's CPU matmul backend: every command chooses ``titok_jax.parallel.CPU_MATMUL_DEFAULT`` before JAX
+computes, unless ``XLA_FLAGS`` already names ``--xla_cpu_experimental_ynn_fusion_type`` (yours wins);
+commands that define ``--cpu_matmul`` (``define_cpu_matmul``) let it choose.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from titok_jax import errors, logs
+from titok_jax import errors, logs, parallel
 from titok_jax.config.run import RunConfig, parse
 
 FLAGS = flags.FLAGS
@@ -49,6 +53,14 @@ def define_distributed() -> None:
     flags.DEFINE_integer("num_processes", None, "jax.distributed: number of processes.")
     flags.DEFINE_integer("process_id", None, "jax.distributed: index of this process.")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection (TPU pods, SLURM).")
+
+
+def define_cpu_matmul() -> None:
+    """--cpu_matmul: XLA's CPU matmul backend for this run (``titok_jax.parallel.choose_cpu_matmul``)."""
+    if "cpu_matmul" not in FLAGS:
+        flags.DEFINE_enum("cpu_matmul", None, list(parallel.CPU_MATMUL_CHOICES), "XLA's CPU matmul backend "
+                          f"(default: {parallel.CPU_MATMUL_DEFAULT} unless XLA_FLAGS names "
+                          f"{parallel.CPU_MATMUL_FLAG}; this flag replaces that).")  # fmt: skip
 
 
 def initialize_distributed() -> None:
@@ -97,6 +109,8 @@ def print_summary(summaries: Iterable[Dict[str, Any]]) -> None:
 
 def _guarded(main: Callable[[Sequence[str]], Optional[int]]) -> Callable[[Sequence[str]], Optional[int]]:
     def wrapped(argv):
+        # Before anything in JAX computes (XLA reads XLA_FLAGS once, at its first backend).
+        parallel.choose_cpu_matmul(FLAGS.cpu_matmul if "cpu_matmul" in FLAGS else None)
         logs.setup()
         try:
             initialize_distributed()
