@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
@@ -105,6 +105,3 @@ def read_example(source, i: int, transform: Optional[Callable[[Image.Image], Any
 def eval_reader(size: int) -> Callable[[Image.Image], np.ndarray]:
     """The eval transform at ``size`` as a one-argument function (for ``read_example``)."""
     return lambda img: eval_transform(img, size)
-
-
-SkipInfo = Tuple[str, str]
