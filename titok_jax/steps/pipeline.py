@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional
 import jax
 
 from titok_jax import data as data_lib
-from titok_jax import parallel
+from titok_jax import logs, parallel
 from titok_jax import workdir as workdir_lib
 from titok_jax.config.run import STAGE_SECTIONS, STEPS, RunConfig
 from titok_jax.errors import ConfigError
@@ -78,7 +78,8 @@ def run_all(run: RunConfig, workdir: str, max_steps: Optional[int] = None) -> Li
     mesh = parallel.make_mesh(run.mesh)
     if jax.process_index() == 0:
         workdir_lib.write_json_atomic(os.path.join(workdir, "config.json"), run.to_dict())
-    log.info("devices: %d (%d process(es)), mesh %s", jax.device_count(), jax.process_count(), dict(mesh.shape))
+    log.info("devices: %d (%d process(es)), mesh %s", jax.device_count(), jax.process_count(), dict(mesh.shape),
+             extra=logs.EVERY_PROCESS)  # fmt: skip
     summaries = []
     for name in run.stages:
         if name in STEP_FUNCTIONS:
