@@ -80,7 +80,7 @@ def test_nan_names_a_finite_committed_step_and_a_lower_lr_resumes_from_it(tmp_pa
     assert max(int(s.name) for s in ckpts.iterdir() if s.name.isdigit()) == step
     with ocp.PyTreeCheckpointer() as c:
         state = c.restore(ckpts / str(step) / "state")
-    floats = [np.asarray(x) for x in jax.tree.leaves(state) if np.issubdtype(np.asarray(x).dtype, np.floating)]
+    floats = [np.asarray(x) for x in jax.tree.leaves(state) if jax.dtypes.issubdtype(x.dtype, np.floating)]
     assert floats and all(np.all(np.isfinite(x)) for x in floats)
     lower = ["--config.single_stage.lr=1e-3", "--config.single_stage.end_lr=1e-4"]
     p = run(main_cmd(wd, *lower, config=config), expect=2, cache=cache)  # a changed config is refused, named
