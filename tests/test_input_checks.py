@@ -106,3 +106,9 @@ def test_reconstruct_output_names_are_unique():
     assert names == ["a_x", "b_x", "c_grid", "coffee", "d_Coffee"]
     assert len({n.lower() for n in names}) == len(names)
     assert im.unique_names(["p/x.png", "p/x.jpg"], ["x", "x"]) == ["p_x", "p_x-2"]
+
+
+def test_a_bucket_workdir_is_refused_up_front_for_the_steps_that_write_locally():
+    run = parse(_cfg()).replace(stages=("single_stage", "pretokenize"))
+    with pytest.raises(ConfigError, match=r"the steps pretokenize write with local file I/O.*gs://bucket/run"):
+        pipeline.preflight(run, "gs://bucket/run")

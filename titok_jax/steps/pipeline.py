@@ -49,6 +49,14 @@ def preflight(run: RunConfig, workdir: str, mesh=None) -> None:
             "training needs a training config such as configs/titok_b64.py or configs/demo.py"
         )
     train_stages = [n for n in run.stages if n in STAGE_SECTIONS]
+    local_steps = [n for n in run.stages if n in STEPS]
+    if workdir_lib.is_url(workdir) and local_steps:
+        raise ConfigError(
+            f"the steps {', '.join(local_steps)} write with local file I/O, so they need a local or mounted "
+            f"--workdir, not {workdir} (the training stages read and write gs:// natively): run the training "
+            "stages on the bucket, then these steps with a local --workdir and config.<step>.tokenizer_checkpoint "
+            "pointing at the bucket's final/"
+        )
     mesh = mesh or parallel.make_mesh(run.mesh)
     for name in train_stages:
         make_stage(name, run)  # validates the model/stage combination
