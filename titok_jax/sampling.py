@@ -33,8 +33,9 @@ Randomness: step ``s`` draws its two Gumbel fields (sampling, confidences) from 
 the same rng and labels give the same ids, and ``randomize_temperature == 0`` needs no randomness at all
 (then the ids equal the official sampler's exactly). ``rng`` may also be one key per sample ([B] keys):
 then sample ``i``'s noise comes from ``fold_in(rng[i], s)`` alone, so a sample does not depend on the
-batch it is drawn in (``titok_jax.api.Sampler`` uses ``fold_in(key(seed), i)`` for the i-th label). The official code draws from torch's global
-generator instead, so randomized samples agree with it in distribution, not value.
+batch it is drawn in (``titok_jax.api.Sampler`` uses ``fold_in(key(seed), i)`` for the i-th label). The
+official code draws from torch's global generator instead, so randomized samples agree with it in
+distribution, not value.
 
 API: ``SamplingConfig`` (``titok_jax.config.models``, + ``SamplingConfig.official(name)``),
 ``schedule``/``masked_counts`` (host tables), ``generate_tokens`` (traceable; call it inside
