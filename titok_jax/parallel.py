@@ -201,11 +201,11 @@ def data_parallel(
 
 # XLA's CPU matmul backend. jaxlib 0.10 hands dots and convolutions to YNNPACK fusions; with this flag
 # empty (no YNNPACK fusion types) they go to Eigen. On the ViT/generator shapes of TiTok, Eigen was
-# faster on the CPU of README's table (``titok-bench --cpu_matmul=eigen|ynnpack`` measures both), so
-# the command lines choose it -- unless XLA_FLAGS already names the flag (the user's choice wins), or
-# the jaxlib is not one where the flag was measured (XLA aborts on a flag it does not know). XLA reads
-# XLA_FLAGS once, when JAX creates its first backend: after that a choice has no effect. Importing
-# titok_jax never changes XLA_FLAGS; library users set it themselves.
+# faster in a single-thread profile on this project's 2-core Xeon (``titok-bench --cpu_matmul=...``
+# measures both on yours), so the command lines choose it -- unless XLA_FLAGS already names the flag
+# (the user's choice wins), or the jaxlib is not one where the flag was measured (XLA aborts on a flag
+# it does not know). XLA reads XLA_FLAGS once, when JAX creates its first backend: after that a choice
+# has no effect. Importing titok_jax never changes XLA_FLAGS; library users set it themselves.
 CPU_MATMUL_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 CPU_MATMUL_CHOICES = ("eigen", "ynnpack")
 CPU_MATMUL_DEFAULT = "eigen"

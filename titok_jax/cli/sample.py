@@ -34,7 +34,8 @@ flags.DEFINE_bool("allow_pickle", False, "Read PyTorch pickles via torch.load(we
 flags.DEFINE_string("classes", "all", "Comma-separated class ids, or 'all' (0..num_classes-1).")
 flags.DEFINE_integer("per_class", 1, "Samples per listed class.")
 flags.DEFINE_integer("seed", 0, "Random seed (the same seed gives the same samples).")
-flags.DEFINE_integer("batch_size", 32, "Samples per compiled call (padded to a multiple of the device count).")
+flags.DEFINE_integer("batch_size", 32, "Most samples per compiled call (min(this, the request), rounded up "
+                     "to the device count).")  # fmt: skip
 flags.DEFINE_integer("num_steps", None, "Override: sampling steps.")
 flags.DEFINE_float("guidance_scale", None, "Override: classifier-free guidance scale.")
 flags.DEFINE_enum("guidance_decay", None, list(GUIDANCE_DECAYS), "Override: guidance schedule.")
