@@ -9,7 +9,9 @@ separated list of flags and ``key=value`` pairs:
 
 * ``stage1``: the proxy-code model without the VQGAN pixel decoder (``finetune_decoder=False``);
 * ``dtype=bfloat16``: compute dtype (parameters stay float32);
-* ``seed=N``.
+* ``seed=N``;
+* ``mask_schedule=cosine`` (training configs of models with a generator): the generator's masking
+  schedule, for its training masks and the sampler's re-masking (the paper's ablation; default arccos).
 
 The sections' keys and defaults are the typed dataclasses of ``titok_jax.config.sections``: a
 ConfigDict section is made from a dataclass instance (``as_config_dict``), so the two cannot drift.
@@ -24,7 +26,7 @@ from typing import Any, Dict, Optional, Union
 import ml_collections
 
 from titok_jax.config.base import ConfigMixin
-from titok_jax.config.models import GeneratorConfig, SamplingConfig, TiTokConfig, VQGANConfig
+from titok_jax.config.models import MASK_SCHEDULES, GeneratorConfig, SamplingConfig, TiTokConfig, VQGANConfig
 from titok_jax.config.sections import (
     DataConfig,
     EvalConfig,
@@ -190,11 +192,17 @@ def model_kind(model_config) -> str:
     raise ConfigError(f"unknown model config type {type(model_config).__name__}")
 
 
+_TOKENIZER_ARGS = dict(stage1=False, dtype="float32", seed=0)
+
+
 def tokenizer_config(name: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
     """The model-only config of preset ``name`` (what ``port`` / ``reconstruct`` need)."""
+    return _tokenizer_config(name, parse_arg(arg, **_TOKENIZER_ARGS))
+
+
+def _tokenizer_config(name: str, a: Dict[str, Any]) -> ml_collections.ConfigDict:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; presets: {sorted(MODELS)}")
-    a = parse_arg(arg, stage1=False, dtype="float32", seed=0)
     model = MODELS[name]
     kind = model_kind(model)
     if a["stage1"]:
@@ -230,7 +238,8 @@ def generator_section(name: str) -> ml_collections.ConfigDict:
 def training_config(name: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
     """Model preset + the full training recipe (stages, data, optimiser, losses, mesh, logging) and the
     sections of the steps after the tokenizer (pretokenize, generator, sample, evaluate, linear_probe)."""
-    config = tokenizer_config(name, arg)
+    a = parse_arg(arg, mask_schedule="", **_TOKENIZER_ARGS)
+    config = _tokenizer_config(name, a)
     model = MODELS[name]
     legacy = isinstance(model, TiTokConfig) and model.is_legacy
     if legacy:
@@ -252,6 +261,22 @@ def training_config(name: str, arg: Optional[str] = None) -> ml_collections.Conf
         config.generator = generator_section(name)
         config.generator_train = as_config_dict(GeneratorTrainConfig())
         config.sample = as_config_dict(SampleConfig())
+    if a["mask_schedule"]:
+        set_mask_schedule(config, a["mask_schedule"])
     config.evaluate = as_config_dict(EvaluateConfig())
     config.linear_probe = as_config_dict(LinearProbeConfig())
+    return config
+
+
+def set_mask_schedule(config: ml_collections.ConfigDict, schedule: str) -> ml_collections.ConfigDict:
+    """One schedule for the generator's training masks, its in-training previews and the sampler's
+    re-masking (``configs/<model>.py:mask_schedule=<schedule>``, the paper's ablation)."""
+    if schedule not in MASK_SCHEDULES:
+        raise ConfigError(f"mask_schedule must be one of {MASK_SCHEDULES}, got {schedule!r}")
+    if "generator" not in config:
+        raise ConfigError(f"{config.model_name} has no generator; mask_schedule applies to the generator presets "
+                          f"{sorted(GENERATORS)}")  # fmt: skip
+    config.generator_train.mask_schedule = schedule
+    config.generator_train.preview_sampling.mask_schedule = schedule
+    config.generator.sampling.mask_schedule = schedule
     return config
