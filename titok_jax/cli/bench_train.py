@@ -1,6 +1,7 @@
 """``titok-bench-train``: train-step throughput of the pure step functions (``titok_jax.benchmarks.train_step``).
 
-titok-bench-train [--models=titok_tiny,titok_b64] [--stages=stage1,stage2] [--batch=8] [--steps=3]
+titok-bench-train [--models=titok_tiny,titok_b64] [--stages=stage1,stage2] [--batch=8] [--steps=3] [--remat]
+                  [--memory_limit_gb=20]
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ flags.DEFINE_list("stages", ["stage1", "stage2"], "Stages to time.")
 flags.DEFINE_integer("batch", 8, "Global batch size.")
 flags.DEFINE_integer("steps", 3, "Timed steps (after one warm-up step).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
+flags.DEFINE_bool("remat", False, "Rematerialise the transformer blocks (config.remat).")
+flags.DEFINE_float("memory_limit_gb", 0, "Compile only, do not run, rows whose XLA memory plan exceeds this (0 = off).")
 FLAGS = flags.FLAGS
 
 
@@ -26,8 +29,9 @@ def main(argv) -> None:
     print("|" + "|".join("-" * len(c) for c in train_step.HEADER.split("|")[1:-1]) + "|", flush=True)
     for model in FLAGS.models:
         for stage in FLAGS.stages:
-            print(train_step.format_row(train_step.bench(model, stage, FLAGS.batch, FLAGS.steps, FLAGS.dtype)),
-                  flush=True)  # fmt: skip
+            row = train_step.bench(model, stage, FLAGS.batch, FLAGS.steps, FLAGS.dtype, FLAGS.remat,
+                                   FLAGS.memory_limit_gb)  # fmt: skip
+            print(train_step.format_row(row), flush=True)
 
 
 def run() -> None:
