@@ -1,7 +1,9 @@
 """Metric output at the edge of training: TensorBoard event files, console lines, JSON lines.
 
 TensorBoard files are written with tensorboardX (no TensorFlow needed, so training also runs on
-GPU hosts without TensorFlow); clu provides the parameter overview. Only process 0 writes.
+GPU hosts without TensorFlow; it writes ``gs://`` log directories itself); clu provides the parameter
+overview. Only process 0 writes. ``metrics.jsonl`` is appended to on local filesystems only (object
+stores cannot append); a ``gs://`` run keeps its scalars in the event files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from titok_jax import workdir
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -31,9 +35,10 @@ class MetricWriter:
         self._tb = None
         self._jsonl = None
         if enabled:
-            os.makedirs(logdir, exist_ok=True)
+            workdir.path(logdir).mkdir(parents=True, exist_ok=True)
             self._tb = SummaryWriter(logdir)
-            self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+            if not workdir.is_url(logdir):
+                self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -41,8 +46,9 @@ class MetricWriter:
         clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
         for k, v in clean.items():
             self._tb.add_scalar(f"{self.prefix}{k}", v, step)
-        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+            self._jsonl.flush()
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         if not self.enabled:
@@ -57,7 +63,8 @@ class MetricWriter:
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
-            self._jsonl.close()
+            if self._jsonl is not None:
+                self._jsonl.close()
 
 
 class Progress:
