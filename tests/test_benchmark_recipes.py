@@ -39,3 +39,13 @@ def test_schedule_ablation_changes_only_the_schedule(tmp_path):
     ]
     table = mask_schedules.format_table(rows).splitlines()
     assert len(table) == 3 and table[2].startswith("| arccos | 7 | 0.500 | 1.000 | 0.250")
+
+
+def test_parameter_table_adds_up_from_the_models_own_shapes():
+    r = train_step.param_counts("titok_tiny_512")
+    assert r["image_size"] == 512 and r["tokens"] == 8
+    assert r["encoder"] + r["quantizer"] + r["decoder"] + r["pixel_decoder"] == r["total"]
+    assert r["stage1"] == r["total"] - r["pixel_decoder"] == 173_740  # the stage-1 bench row's count
+    assert r["generator"] > 0
+    line = train_step.format_params(r)
+    assert line.count("|") == train_step.PARAMS_HEADER.splitlines()[0].count("|") and "173,740" in line

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from titok_jax.config import parse, presets, with_changes
+from titok_jax.models import generator as generator_lib
+from titok_jax.models import titok
 from titok_jax.train.stages import make_stage
 
 GB = 1024**3
@@ -122,3 +124,30 @@ def format_row(r: dict) -> str:
     if r.get("step_s") is None:
         return head + " not run: over --memory_limit_gb |"
     return head + f" {r['step_s']:>7.3f} | {r['steps_per_s']:>7.3f} | {r['images_per_s']:>6.2f} |"
+
+
+def _count(tree) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def param_counts(model: str) -> dict:
+    """Parameter counts of a TiTok preset and its generator from the shapes of their init (``jax.eval_shape``,
+    nothing allocated): the whole tokenizer, its parts, stage 1 (no pixel decoder) and the generator."""
+    c = presets.MODELS[model]
+    parts = {k: _count(v) for k, v in titok.abstract_params(c).items()}
+    pixel = parts.get("pixel_decoder", 0) + parts.get("pixel_quantize", 0)
+    gen = presets.GENERATORS.get(model)
+    return dict(model=model, image_size=c.image_size, tokens=c.num_latent_tokens, total=sum(parts.values()),
+                encoder=parts["encoder"] + parts.get("latent_tokens", 0), quantizer=parts.get("quantize", 0),
+                decoder=parts["decoder"], pixel_decoder=pixel, stage1=sum(parts.values()) - pixel,
+                generator=_count(generator_lib.abstract_params(gen)) if gen is not None else None)  # fmt: skip
+
+
+PARAMS_HEADER = ("| model | image | tokens | tokenizer | encoder (+latent tokens) | quantizer | decoder | "
+                 "pixel decoder (VQGAN) | stage 1 | generator |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+
+
+def format_params(r: dict) -> str:
+    gen = f"{r['generator']:,}" if r["generator"] is not None else "-"
+    return (f"| {r['model']} | {r['image_size']} | {r['tokens']} | {r['total']:,} | {r['encoder']:,} | "
+            f"{r['quantizer']:,} | {r['decoder']:,} | {r['pixel_decoder']:,} | {r['stage1']:,} | {gen} |")  # fmt: skip
