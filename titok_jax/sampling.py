@@ -19,7 +19,8 @@ One step ``s`` of ``T`` (``r = (s + 1) / T``, ``K`` = codebook size = mask id):
 2. softmax temperature annealing (optional): ``logits / (0.5 + 0.8 (1 - r))``.
 3. Gumbel-max sampling at temperature ``tau (1 - r)``, ``tau`` = ``randomize_temperature``; the
    confidence of a sampled token is its (guided, scaled) raw logit, ``+inf`` for already fixed tokens.
-4. ``n = max(1, min(#masked(sample 0) - 1, floor(L arccos(r) / (pi / 2))))`` (float64 on the host);
+4. ``n = max(1, min(#masked(sample 0) - 1, floor(L arccos(r) / (pi / 2))))`` (float64 on the host;
+   ``SamplingConfig.mask_schedule`` swaps ``arccos(r) / (pi / 2)`` for another ``mask_ratio`` form);
    confidences get fresh Gumbel noise at the same temperature and every token whose confidence is
    ``<=`` the n-th smallest is masked again (the last step keeps everything).
 
@@ -38,6 +39,7 @@ official code draws from torch's global generator instead, so randomized samples
 distribution, not value.
 
 API: ``SamplingConfig`` (``titok_jax.config.models``, + ``SamplingConfig.official(name)``),
+``mask_ratio`` (the masking schedules, shared with the generator's training masks),
 ``schedule``/``masked_counts`` (host tables), ``generate_tokens`` (traceable; call it inside
 ``jax.jit``) and ``make_sample_fn`` (the jitted ``labels -> (ids, uint8 images)`` function with the
 tokenizer's ``decode_tokens`` fused).
@@ -52,8 +54,41 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from titok_jax.config.models import GUIDANCE_DECAYS, OFFICIAL_SAMPLING, SamplingConfig  # noqa: F401 (re-exported)
+from titok_jax.config.models import (  # noqa: F401 (re-exported)
+    GUIDANCE_DECAYS,
+    MASK_SCHEDULES,
+    OFFICIAL_SAMPLING,
+    SamplingConfig,
+)
 from titok_jax.images import to_uint8
+
+
+# -------------------------------------------------------------------------------------------------
+# Masking schedules
+def mask_ratio(r, schedule: str = "arccos", seq_len: int = 1, xp=np):
+    """Fraction of the ``seq_len`` tokens that are masked at progress ``r`` in [0, 1] (1 at r = 0, 0 at r = 1),
+    clamped to [1e-6, 1]. ``xp``: ``numpy`` (the sampler's float64 host tables) or ``jax.numpy`` (training masks).
+
+    arccos (TiTok, official): ``arccos(r) / (pi/2)``. MaskGIT's ``libml/mask_schedule.py`` forms: linear
+    ("uniform") ``1 - r``; cosine ``cos(pi r / 2)``; square / cubic / sqrt ("pow2", "pow3", "pow0.5")
+    ``1 - r^2``, ``1 - r^3``, ``1 - r^0.5``; log ``-log2(r) / log2(L)``; exp ``1 - L^-(1 - r)``.
+    """
+    if schedule == "arccos":
+        ratio = xp.arccos(r) / (math.pi * 0.5)
+    elif schedule == "linear":
+        ratio = 1.0 - r
+    elif schedule == "cosine":
+        ratio = xp.cos(math.pi * 0.5 * r)
+    elif schedule in ("square", "cubic", "sqrt"):
+        ratio = 1.0 - r ** {"square": 2.0, "cubic": 3.0, "sqrt": 0.5}[schedule]
+    elif schedule == "log":
+        with np.errstate(divide="ignore"):  # r = 0 -> inf -> clamped to 1
+            ratio = -xp.log2(r) / math.log2(max(int(seq_len), 2))
+    elif schedule == "exp":
+        ratio = 1.0 - xp.exp2(-math.log2(max(int(seq_len), 2)) * (1.0 - r))
+    else:
+        raise ValueError(f"mask schedule must be one of {MASK_SCHEDULES}, got {schedule!r}")
+    return xp.clip(ratio, 1e-6, 1.0)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -77,7 +112,8 @@ def guidance_schedule(sampling: SamplingConfig) -> np.ndarray:
 
 def schedule(seq_len: int, sampling: SamplingConfig) -> Dict[str, np.ndarray]:
     """Per-step constants [T]: ``cfg`` (float32), ``softmax_temperature`` (float32; 1 without annealing),
-    ``gumbel_temperature`` (float32), ``n_keep_masked`` (int32, ``floor(L arccos(r) / (pi/2))`` in float64),
+    ``gumbel_temperature`` (float32), ``n_keep_masked`` (int32, ``floor(L mask_ratio(r))`` in float64; arccos:
+    ``floor(L arccos(r) / (pi/2))``),
     ``two_passes`` (bool: the official sampler makes a conditional and an unconditional pass)."""
     t = int(sampling.num_steps)
     ratio = np.asarray([1.0 * (s + 1) / t for s in range(t)], np.float64)
@@ -86,7 +122,7 @@ def schedule(seq_len: int, sampling: SamplingConfig) -> Dict[str, np.ndarray]:
     if not sampling.softmax_temperature_annealing:
         soft = np.ones(t)
     gumbel = np.asarray([float(sampling.randomize_temperature) * (1.0 - r) for r in ratio], np.float64)
-    keep = np.floor(seq_len * (np.arccos(ratio) / (math.pi * 0.5)))
+    keep = np.floor(seq_len * mask_ratio(ratio, sampling.mask_schedule, seq_len))
     return {
         "cfg": cfg,
         "softmax_temperature": soft.astype(np.float32),

@@ -80,12 +80,25 @@ def import_weights(run: Any, weights: str, fmt: str = "auto", allow_pickle: bool
     return handle, params, _meta(handle, weights, fmt, len(name_map.rules))
 
 
-def export_weights(run: Any, params, out_dir: str, generator: bool = False):
-    """titok_jax params -> ``out_dir/model.safetensors`` (official keys, order, shapes) [+ ``config.json``]."""
+# File name of an exported original-MaskGIT Flax checkpoint (the released ones: tokenizer_imagenet{256,512}_checkpoint).
+MASKGIT_JAX_NAME = "tokenizer_checkpoint"
+
+
+def export_weights(run: Any, params, out_dir: str, generator: bool = False, fmt: str = "torch"):
+    """titok_jax params -> ``out_dir/model.safetensors`` (official keys, order, shapes) [+ ``config.json``];
+    ``fmt='maskgit_jax'`` (the MaskGIT-VQGAN only): ``out_dir/tokenizer_checkpoint`` in the original MaskGIT
+    Flax msgpack format, which ``import_weights`` reads back."""
     run = config_lib.load(run)
     if generator:
         return export_generator_weights(run, params, out_dir)
     handle = registry.tokenizer(run)
+    if fmt == "maskgit_jax":
+        state = handle.maskgit_jax_map().to_external(params)
+        path = os.path.join(out_dir, MASKGIT_JAX_NAME)
+        io.save_maskgit_jax_checkpoint(state, path)
+        return state, {"weights": path}
+    if fmt != "torch":
+        raise PortError(f"export format must be 'torch' or 'maskgit_jax', got {fmt!r}")
     state = handle.torch_map().to_external(params)
     folder_config = None
     if handle.kind == "titok":

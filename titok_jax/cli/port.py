@@ -9,7 +9,8 @@ original MaskGIT Flax checkpoint (``tokenizer_imagenet256_checkpoint``), -> an O
 every other command and the training stages start from.
 
 export: titok_jax params -> ``DIR/model.safetensors`` with exactly the official key names and
-shapes, plus ``DIR/config.json`` for ``TiTok.from_pretrained(DIR)``.
+shapes, plus ``DIR/config.json`` for ``TiTok.from_pretrained(DIR)``; for the MaskGIT-VQGAN
+``--format=maskgit_jax`` writes ``DIR/tokenizer_checkpoint`` in the original MaskGIT Flax format instead.
 
 --generator: the same for the config's MaskGIT generator (ImageBert / UViTBert; ``config.generator``).
 The generator export always writes ``DIR/config.json`` (the official config dict: ``model.generator``
@@ -37,7 +38,12 @@ flags.DEFINE_string(
 flags.DEFINE_string("checkpoint", None, "export: titok_jax Orbax params directory.")
 flags.DEFINE_integer("random_init", None, "export: a random initialisation with this seed instead of a checkpoint.")
 flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_enum("format", "auto", ["auto", "torch", "maskgit_jax"], "import: source format (auto: by file name).")
+flags.DEFINE_enum(
+    "format",
+    "auto",
+    ["auto", "torch", "maskgit_jax"],
+    "import: source format (auto: by file name); export: torch (auto) or maskgit_jax (MaskGIT-VQGAN).",
+)
 flags.DEFINE_bool("allow_pickle", False, "import: read PyTorch pickles (.bin/.pt) via torch.load(weights_only=True).")
 flags.DEFINE_bool(
     "generator", False, "Port the config's MaskGIT generator (ImageBert/UViTBert) instead of the tokenizer."
@@ -68,7 +74,8 @@ def main(argv) -> None:
     else:
         log.info("[port] restoring %s", FLAGS.checkpoint)
         params = handle.load(FLAGS.checkpoint)
-    state, paths = weights_lib.export_weights(cfg, params, FLAGS.out, generator=FLAGS.generator)
+    fmt = "torch" if FLAGS.format == "auto" else FLAGS.format
+    state, paths = weights_lib.export_weights(cfg, params, FLAGS.out, generator=FLAGS.generator, fmt=fmt)
     log.info("[port] wrote %d tensors: %s", len(state), ", ".join(paths.values()))
     log.info("[port] done in %.1fs", time.time() - t0)
 

@@ -21,7 +21,7 @@ from absl import app, flags
 
 from titok_jax.api import Sampler
 from titok_jax.cli import common
-from titok_jax.config.models import GUIDANCE_DECAYS
+from titok_jax.config.models import GUIDANCE_DECAYS, MASK_SCHEDULES
 from titok_jax.steps.sample import parse_classes, write_outputs
 
 common.define_config()
@@ -42,11 +42,12 @@ flags.DEFINE_enum("guidance_decay", None, list(GUIDANCE_DECAYS), "Override: guid
 flags.DEFINE_float("guidance_scale_pow", None, "Override: exponent of the power-cosine schedule.")
 flags.DEFINE_float("randomize_temperature", None, "Override: Gumbel temperature (0 = deterministic).")
 flags.DEFINE_bool("softmax_temperature_annealing", None, "Override: anneal the softmax temperature.")
+flags.DEFINE_enum("mask_schedule", None, list(MASK_SCHEDULES), "Override: re-masking schedule (official: arccos).")
 flags.DEFINE_string("out", None, "Output directory.")
 FLAGS = flags.FLAGS
 log = logging.getLogger("titok_jax.cli.sample")
 _OVERRIDES = ("num_steps", "guidance_scale", "guidance_decay", "guidance_scale_pow", "randomize_temperature",
-              "softmax_temperature_annealing")  # fmt: skip
+              "softmax_temperature_annealing", "mask_schedule")  # fmt: skip
 
 
 def main(argv) -> None:

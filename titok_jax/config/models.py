@@ -24,6 +24,9 @@ PROXY_CODEBOOK_SIZE = 1024
 
 GENERATOR_TYPES = ("ViT", "UViT")  # ViT = ImageBert, UViT = UViTBert
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
+# Masking schedules (fraction of tokens masked at progress r; titok_jax.sampling.mask_ratio): TiTok's
+# arccos (the official default) and the forms of MaskGIT's libml/mask_schedule.py.
+MASK_SCHEDULES = ("arccos", "linear", "cosine", "square", "cubic", "sqrt", "log", "exp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +278,8 @@ class SamplingConfig(ConfigMixin):
     guidance_scale_pow: float = 3.0
     randomize_temperature: float = 1.0
     softmax_temperature_annealing: bool = False
+    # re-masking rule: tokens kept masked after step s = floor(L * mask_ratio((s + 1) / T)); arccos = official
+    mask_schedule: str = "arccos"
 
     def __post_init__(self):
         errors = []
@@ -282,6 +287,8 @@ class SamplingConfig(ConfigMixin):
             errors.append(f"num_steps must be >= 1, got {self.num_steps}")
         if self.guidance_decay not in GUIDANCE_DECAYS:
             errors.append(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
+        if self.mask_schedule not in MASK_SCHEDULES:
+            errors.append(f"mask_schedule must be one of {MASK_SCHEDULES}, got {self.mask_schedule!r}")
         if float(self.randomize_temperature) < 0:
             errors.append(f"randomize_temperature must be >= 0, got {self.randomize_temperature}")
         check(errors, "sampling settings")

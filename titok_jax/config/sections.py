@@ -13,7 +13,7 @@ import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 from titok_jax.config.base import ConfigMixin, check
-from titok_jax.config.models import GeneratorConfig, SamplingConfig, VQGANConfig
+from titok_jax.config.models import MASK_SCHEDULES, GeneratorConfig, SamplingConfig, VQGANConfig
 
 DATA_SOURCES = ("photos", "folder", "tfds")
 
@@ -184,6 +184,8 @@ class GeneratorTrainConfig(OptimConfig):
     tokenizer_checkpoint: str = ""  # for the preview grids (default: the run's latest tokenizer)
     label_smoothing: float = 0.1
     loss_weight_unmasked_token: float = 0.1
+    # training masks: t ~ U(0, 1), round(L * mask_ratio(t)) tokens masked (arccos = official; see MASK_SCHEDULES)
+    mask_schedule: str = "arccos"
     preview_samples: bool = True
     preview_seed: int = 0
     # in-training previews use the training config's sampler (constant guidance 4.5, temperature 1.0)
@@ -196,6 +198,8 @@ class GeneratorTrainConfig(OptimConfig):
             errors.append(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.loss_weight_unmasked_token < 0:
             errors.append(f"loss_weight_unmasked_token must be >= 0, got {self.loss_weight_unmasked_token}")
+        if self.mask_schedule not in MASK_SCHEDULES:
+            errors.append(f"mask_schedule must be one of {MASK_SCHEDULES}, got {self.mask_schedule!r}")
         check(errors, "generator_train settings")
 
 

@@ -4,8 +4,10 @@
 * ``.bin`` / ``.pt`` / ``.pth`` (PyTorch pickles): only when the caller passes
   ``allow_pickle=True`` (the CLIs' ``--allow_pickle``), and then with ``torch.load(weights_only=True)``;
   torch is an optional dependency imported only here;
-* the original MaskGIT Flax checkpoints (``tokenizer_imagenet256_checkpoint``, one flax msgpack
-  document): decoded with ``flax.serialization.msgpack_restore`` (msgpack, no pickle).
+* the original MaskGIT Flax checkpoints (``tokenizer_imagenet256_checkpoint``,
+  ``tokenizer_imagenet512_checkpoint``; one flax msgpack document): decoded with
+  ``flax.serialization.msgpack_restore`` (msgpack, no pickle); ``save_maskgit_jax_checkpoint`` writes
+  the same format (``titok-port export --format=maskgit_jax``).
 
 Every reader returns ``{name: np.ndarray}`` and raises ``WeightFileError`` with a message saying
 what was wrong (missing, truncated, wrong format) and what to do.
@@ -188,3 +190,20 @@ def load_maskgit_jax_checkpoint(path: str) -> Dict[str, np.ndarray]:
 
     walk(tree["params"], "")
     return out
+
+
+def save_maskgit_jax_checkpoint(state: Mapping[str, np.ndarray], path: str) -> None:
+    """``{'encoder/Conv_0/kernel': array, ...}`` -> one flax msgpack document ``{'params': nested tree}``,
+    the layout of the original MaskGIT checkpoints (``load_maskgit_jax_checkpoint`` reads it back)."""
+    tree: Dict[str, dict] = {}
+    for name, value in state.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.ascontiguousarray(value)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(serialization.msgpack_serialize({"params": tree}))
+    os.replace(tmp, path)

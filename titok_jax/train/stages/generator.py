@@ -5,7 +5,8 @@ Official recipe (official_titok.md section 7.4; 1d-tokenizer ``modeling/modules/
 
 * masking: per sample ``t ~ U(0, 1)``, ``ratio = arccos(t) / (pi / 2)`` clamped to [1e-6, 1],
   ``n = round(L * ratio)`` (half to even) clamped >= 1; the ``n`` positions of a random permutation
-  are replaced by the mask id ``K``;
+  are replaced by the mask id ``K`` (``generator_train.mask_schedule`` swaps the arccos for another
+  ``titok_jax.sampling.mask_ratio`` form, the paper's schedule ablation);
 * class-condition dropout: per sample, with probability ``class_label_dropout`` the label becomes the
   null class;
 * loss: cross-entropy over the K codes with label smoothing 0.1; masked tokens weigh 1, unmasked
@@ -15,13 +16,14 @@ Official recipe (official_titok.md section 7.4; 1d-tokenizer ``modeling/modules/
 
 Data come from the ``pretokenize`` step (``titok_jax.data.tokens``): batches ``{'tokens': int32
 [B, K], 'label': int32 [B]}``. Evaluation on a fixed held-out batch reports the masked-token
-loss/accuracy at a fixed masking and writes a grid: the data's own tokens decoded by the tokenizer
-(top) and class-conditional samples for the same labels (bottom), drawn by the one-jit sampler.
+loss/accuracy at a fixed masking (always the official arccos one, so that runs with different
+training schedules are compared on the same masked inputs) and writes a grid: the data's own tokens
+decoded by the tokenizer (top) and class-conditional samples for the same labels (bottom), drawn by
+the one-jit sampler.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Dict, Tuple
 
@@ -41,12 +43,14 @@ from titok_jax.train.stages.base import Stage
 from titok_jax.train.stages.tokenizer import StageError
 
 
-def mask_tokens(tokens: jax.Array, rng: jax.Array, mask_id: int) -> Tuple[jax.Array, jax.Array]:
-    """Official arccos masking: (inputs with masked positions = ``mask_id``, mask bool [B, L])."""
+def mask_tokens(
+    tokens: jax.Array, rng: jax.Array, mask_id: int, schedule: str = "arccos"
+) -> Tuple[jax.Array, jax.Array]:
+    """Random masking (official: arccos): (inputs with masked positions = ``mask_id``, mask bool [B, L])."""
     b, seq_len = tokens.shape
     r_t, r_perm = jax.random.split(rng)
     t = jax.random.uniform(r_t, (b,))
-    ratio = jnp.clip(jnp.arccos(t) / (math.pi * 0.5), 1e-6, 1.0)
+    ratio = sampling.mask_ratio(t, schedule, seq_len, xp=jnp)
     n = jnp.maximum(jnp.round(seq_len * ratio), 1.0)
     perm = jnp.argsort(jax.random.uniform(r_perm, (b, seq_len)), axis=-1)
     mask = perm < n[:, None]
@@ -132,7 +136,7 @@ class GeneratorStage(Stage):
         g, sc = self.gen_config, self.sc
         r_mask, r_drop, r_dropout = jax.random.split(rng, 3)
         tokens, labels = batch["tokens"], batch["label"]
-        inputs, mask = mask_tokens(tokens, r_mask, g.mask_token_id)
+        inputs, mask = mask_tokens(tokens, r_mask, g.mask_token_id, sc.mask_schedule)
         drop = jax.random.uniform(r_drop, labels.shape) < g.class_label_dropout
         logits = self.module.apply(
             {"params": params}, inputs, labels, drop, deterministic=False, rngs={"dropout": r_dropout}

@@ -38,21 +38,25 @@ class StageError(InputError):
 def check_teacher(run: RunConfig, workdir: str) -> str:
     """Path of the frozen MaskGIT-VQGAN: a configured checkpoint (e.g. from `port import`) or the teacher stage's."""
     path = run.teacher.checkpoint
+    if run.image_size == 512:
+        files, vq_config = "MaskGIT's tokenizer_imagenet512_checkpoint", "configs/maskgit_vqgan_512.py"
+    else:
+        files = ("maskgit-vqgan-imagenet-f16-256.bin (Hugging Face fun-research/TiTok) or MaskGIT's "
+                 "tokenizer_imagenet256_checkpoint")  # fmt: skip
+        vq_config = "configs/maskgit_vqgan.py"
     if not path:
         path = workdir_lib.final_dir(workdir, "teacher")
         if not workdir_lib.is_dir(path) and "teacher" not in run.stages:
             raise StageError(
-                "no teacher: set config.teacher.checkpoint to an Orbax checkpoint of the MaskGIT-VQGAN "
-                "(convert the official maskgit-vqgan-imagenet-f16-256.bin with `titok-port import "
-                "--config=configs/maskgit_vqgan.py --weights=FILE --out=DIR`), or add 'teacher' to config.stages "
-                "to train one; for an offline run use --config=configs/demo.py"
+                f"no teacher: set config.teacher.checkpoint to an Orbax checkpoint of the MaskGIT-VQGAN "
+                f"(convert {files} with `titok-port import --config={vq_config} --weights=FILE --out=DIR`), or "
+                "add 'teacher' to config.stages to train one; for an offline run use --config=configs/demo.py"
             )
     elif not workdir_lib.is_dir(workdir_lib.resolve(path)):
         raise StageError(
-            f"teacher checkpoint {path} not found: download maskgit-vqgan-imagenet-f16-256.bin (Hugging Face "
-            "fun-research/TiTok) or MaskGIT's tokenizer_imagenet256_checkpoint and convert it with `titok-port "
-            "import --config=configs/maskgit_vqgan.py --weights=FILE --out=DIR`, then pass "
-            "--config.teacher.checkpoint=DIR. For an offline run use --config=configs/demo.py."
+            f"teacher checkpoint {path} not found: download {files} and convert it with `titok-port import "
+            f"--config={vq_config} --weights=FILE --out=DIR`, then pass --config.teacher.checkpoint=DIR. "
+            "For an offline run use --config=configs/demo.py."
         )
     return workdir_lib.resolve(path)
 
