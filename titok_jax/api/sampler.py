@@ -1,6 +1,8 @@
 """``Sampler``: a generator + tokenizer pair with one jitted ``labels -> (ids, uint8 images)`` program.
 
     from titok_jax.api import Sampler
+    s = Sampler.from_pretrained("yucornetto/generator_titok_b64_imagenet",
+                                tokenizer="yucornetto/tokenizer_titok_b64_imagenet")
     s = Sampler.from_weights("configs/titok_b64.py", "tokenizer_titok_b64.safetensors",
                              "generator_titok_b64.safetensors")
     ids, images = s.sample([207, 360, 387], seed=0)     # int32 [3, 64], uint8 [3, 256, 256, 3]
@@ -68,6 +70,34 @@ class Sampler:
         _, tok, _ = weights_lib.import_weights(run, tokenizer_weights, allow_pickle=allow_pickle)
         _, gen, _ = weights_lib.import_generator_weights(run, generator_weights, allow_pickle=allow_pickle)
         return cls(run, gen, tok, sampling)
+
+    @classmethod
+    def from_pretrained(cls, generator: str, tokenizer: str, config: Any = None,
+                        sampling: Optional[SamplingConfig] = None, *, allow_pickle: bool = False,
+                        cache_dir: Optional[str] = None, dtype: str = "float32") -> "Sampler":  # fmt: skip
+        """From hub repos, local hub folders or weight files (``Tokenizer.from_pretrained`` spellings):
+        the generator and the tokenizer it generates ids for. Without ``config`` both models come from
+        their ``config.json`` (sampling settings: the official inference settings of the matching
+        released model, updated by those the generator's ``config.json`` carries)."""
+        gen_path, _ = weights_lib.hub_folder_config(generator, cache_dir)
+        tok_path, _ = weights_lib.hub_folder_config(tokenizer, cache_dir)
+        if config is None:
+            run = weights_lib.run_from_weights(tokenizer=tok_path, generator=gen_path, dtype=dtype)
+        else:
+            run = config_lib.load(config)
+        return cls.from_weights(run, tok_path, gen_path, sampling, allow_pickle=allow_pickle)
+
+    def save_pretrained(self, folder: str) -> dict:
+        """The generator as ``folder/{model.safetensors, config.json, README.md}`` (mode 0644): what the
+        official ``ImageBert.from_pretrained(folder)`` (``UViTBert`` for S-128) loads. Save the tokenizer
+        with ``Tokenizer.save_pretrained``."""
+        return weights_lib.save_pretrained(self.gen_handle, self.gen_params, folder)
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload titok_jax generator") -> str:  # fmt: skip
+        """``save_pretrained`` (the generator) and upload to the hub repo ``repo_id``; returns the commit URL."""
+        return weights_lib.push_to_hub(self.gen_handle, self.gen_params, repo_id, private=private, token=token,
+                                       commit_message=commit_message)  # fmt: skip
 
     # -- sampling -------------------------------------------------------------------------------
     def check_labels(self, labels: Sequence[int]) -> np.ndarray:

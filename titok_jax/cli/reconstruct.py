@@ -2,6 +2,10 @@
 
   titok-reconstruct --config=configs/titok_b64.py (--checkpoint=CKPT_DIR | --weights=FILE | --random_init=SEED)
       --images=a.png --images=b.jpg ... --out=DIR
+  titok-reconstruct --weights=hf:yucornetto/tokenizer_titok_l32_imagenet --images=skimage:all --out=DIR
+
+``--weights`` takes a file, a hub folder or a Hugging Face hub name; ``--config`` is optional when the
+weights' ``config.json`` says which model they are.
 
 Writes DIR/ids.npy (int32 [N, K]; VAE models: DIR/latents.npy), DIR/recon.npy (float32 [N, H, W, 3]
 clamped to [0, 1]), DIR/grid.png (inputs on top, reconstructions below), DIR/<name>.png (input |
@@ -25,7 +29,8 @@ from titok_jax.evaluation.metrics import psnr
 
 common.define_config()
 flags.DEFINE_string("checkpoint", None, "titok_jax Orbax params directory (from `titok-port import` or training).")
-flags.DEFINE_string("weights", None, "Official weight file (.safetensors / hub folder; .bin with --allow_pickle).")
+flags.DEFINE_string("weights", None, "Official weights: .safetensors / hub folder / hub name (hf:ORG/NAME); .bin with "
+                    "--allow_pickle.")  # fmt: skip
 flags.DEFINE_integer("random_init", None, "Use untrained random weights with this seed (pipeline check).")
 flags.DEFINE_bool("allow_pickle", False, "Read PyTorch pickles via torch.load(weights_only=True).")
 flags.DEFINE_multi_string("images", None, "Image files or skimage:<name> / skimage:all (more may follow as arguments).")
@@ -71,8 +76,8 @@ def main(argv) -> None:
     sources = list(FLAGS.images or []) + list(argv[1:])
     if not sources:
         raise app.UsageError("give --images=FILE (repeatable) or --images=skimage:all")
-    cfg = common.run_config()
     source = common.one_of("checkpoint", "weights", "random_init")
+    cfg = common.run_config(tokenizer_weights=FLAGS.weights if source == "weights" else None)
     t0 = time.time()
     if source == "checkpoint":
         tok = Tokenizer.from_checkpoint(cfg, FLAGS.checkpoint)
