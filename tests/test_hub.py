@@ -150,7 +150,8 @@ def test_official_hub_configs_give_the_released_models():
 def test_save_pretrained_standard_size_is_official(tmp_path):
     """An official-size model: config.json is the official dict and the state_dict has exactly the official
     keys and shapes (the manifest of the official class), so TiTok.from_pretrained(folder) loads it strictly."""
-    handle = registry.tokenizer(official.run_from_hub_configs(official.tokenizer_to_official(presets.MODELS["titok_s128"])))
+    official_dict = official.tokenizer_to_official(presets.MODELS["titok_s128"])
+    handle = registry.tokenizer(official.run_from_hub_configs(official_dict))
     params = jax.tree.map(lambda a: np.full(a.shape, 0.01, a.dtype), handle.abstract())
     Tokenizer(handle, params).save_pretrained(str(tmp_path))
     cfg = json.loads((tmp_path / "config.json").read_text())
@@ -175,7 +176,11 @@ def test_clis_load_by_repo_id_without_config(hub, tmp_path):
         assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
         return p
 
-    cli("titok_jax.cli.reconstruct", f"--weights=hf:{TOK_REPO}", "--images=skimage:astronaut", f"--out={tmp_path / 'r'}")
+    cache = tmp_path / "xla_cache"
+    p = cli("titok_jax.cli.reconstruct", f"--weights=hf:{TOK_REPO}", "--images=skimage:astronaut",
+            f"--out={tmp_path / 'r'}", f"--compilation_cache={cache}")  # fmt: skip
+    assert "[reconstruct] 1/1 img (100%)" in p.stdout  # the progress line (no terminal: a log line)
+    assert "persistent compilation cache" in p.stdout and any(cache.iterdir())  # encode + decode programs kept
     _, x = load_images(["skimage:astronaut"], 64)
     np.testing.assert_array_equal(np.load(tmp_path / "r" / "ids.npy"), hub["tok"].encode(x)[0])
     p = cli("titok_jax.cli.sample", f"--tokenizer_weights={TOK_REPO}", f"--generator_weights=hf://{GEN_REPO}",
@@ -183,3 +188,4 @@ def test_clis_load_by_repo_id_without_config(hub, tmp_path):
     tokens = np.load(tmp_path / "s" / "tokens.npy")
     assert tokens.shape == (2, 8) and tokens.min() >= 0 and tokens.max() < 64
     assert "'guidance_scale': 2.5" in p.stdout  # the sampling settings of the generator's config.json
+    assert "[sample] 2/2 img (100%)" in p.stdout

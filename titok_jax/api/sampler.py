@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from titok_jax import config as config_lib
-from titok_jax import parallel
+from titok_jax import logs, parallel
 from titok_jax import workdir as workdir_lib
 from titok_jax.api import weights as weights_lib
 from titok_jax.config.models import SamplingConfig
@@ -109,27 +109,32 @@ class Sampler:
             raise InputError(f"class ids must be in [0, {c}); got range [{labels.min()}, {labels.max()}]")
         return labels.astype(np.int32)
 
-    def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32) -> Tuple[np.ndarray, np.ndarray]:
-        """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); batch b uses rng fold_in(seed, b)."""
+    def sample(self, labels: Sequence[int], seed: int = 0, batch_size: int = 32,
+               progress: bool = True) -> Tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """labels [N] -> (ids int32 [N, K], images uint8 [N, H, W, 3]); batch b uses rng fold_in(seed, b).
+        ``progress``: show rate and ETA (``titok_jax.logs.progress``, process 0)."""
         labels = self.check_labels(labels)
         n_dev = self.mesh.devices.size
         bs = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
         ids, images = [], []
         key = jax.random.key(seed)
         pending = None  # (outputs, n) of the previous batch: copied to the host after the next is dispatched
+        bar = logs.progress(len(labels), "sample", "img", enabled=None if progress else False)
 
         def fetch(p):
             (t, x), n = p
             ids.append(np.asarray(t)[:n])
             images.append(np.asarray(x)[:n])
+            bar.update(n)
 
-        for b, i in enumerate(range(0, len(labels), bs)):
-            chunk = labels[i : i + bs]
-            padded = np.concatenate([chunk, np.zeros(bs - len(chunk), np.int32)])
-            out = self._fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
+        with bar:
+            for b, i in enumerate(range(0, len(labels), bs)):
+                chunk = labels[i : i + bs]
+                padded = np.concatenate([chunk, np.zeros(bs - len(chunk), np.int32)])
+                out = self._fn(self.gen_params, padded, jax.random.fold_in(key, b), self.tok_params)
+                if pending is not None:
+                    fetch(pending)
+                pending = (out, len(chunk))
             if pending is not None:
                 fetch(pending)
-            pending = (out, len(chunk))
-        if pending is not None:
-            fetch(pending)
         return np.concatenate(ids).astype(np.int32), np.concatenate(images).astype(np.uint8)

@@ -160,6 +160,19 @@ class Tokenizer:
         tokens, _ = self.encode(images)
         return tokens, self.decode_tokens(tokens)
 
+    def reconstruct_fn(self):
+        """The pure ``(params, images) -> (tokens, reconstructions clamped to [0, 1])`` (jit-able; tokens
+        are ids for VQ models, latents for VAE models) -- what ``reconstruct`` runs, for use inside a
+        larger jitted program (e.g. the evaluation's on-device metrics)."""
+        m, vq = self.module, self.is_vq
+
+        def fn(p, x):
+            latents, result = m.apply({"params": p}, x, method=m.encode)
+            tokens = result["ids"] if vq else latents
+            return tokens, jnp.clip(m.apply({"params": p}, tokens, method=m.decode_tokens), 0.0, 1.0)
+
+        return fn
+
     def ids_fn(self, batch_size: int, what: str = "batch_size", devices=None):
         """Jitted ``images float32 [batch_size, S, S, 3] in [0, 1] -> ids int32 [batch_size, L]`` (the
         MaskGIT-VQGAN's grid flattened to L = h*w), data-parallel over this process's local devices

@@ -34,8 +34,9 @@ from titok_jax.models import registry
 
 common.define_config()
 flags.DEFINE_string(
-    "weights", None, "import: weight file (.safetensors, .bin, hub folder, hub name hf:ORG/NAME, or MaskGIT Flax "
-    "checkpoint)."
+    "weights",
+    None,
+    "import: weight file (.safetensors, .bin, hub folder, hub name hf:ORG/NAME, or MaskGIT Flax checkpoint).",
 )
 flags.DEFINE_string("checkpoint", None, "export: titok_jax Orbax params directory.")
 flags.DEFINE_integer("random_init", None, "export: a random initialisation with this seed instead of a checkpoint.")

@@ -23,6 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from titok_jax import images as im
+from titok_jax import logs
 from titok_jax.api import Tokenizer
 from titok_jax.cli import common
 from titok_jax.evaluation.metrics import psnr
@@ -47,13 +48,12 @@ def reconstruct(tok: Tokenizer, sources, out_dir: str, batch_size: int = 8):
     log.info("[reconstruct] %d image(s): %s", len(names), ", ".join(names))
     os.makedirs(out_dir, exist_ok=True)
     tokens, recon = [], []
-    for i in range(0, len(x), batch_size):
-        t1 = time.time()
-        t, r = tok.reconstruct(x[i : i + batch_size])
-        tokens.append(t)
-        recon.append(r)
-        log.info("[reconstruct] batch %d/%d: %d image(s) in %.1fs", i // batch_size + 1, -(-len(x) // batch_size),
-                 len(t), time.time() - t1)  # fmt: skip
+    with logs.progress(len(x), "reconstruct", "img") as bar:
+        for i in range(0, len(x), batch_size):
+            t, r = tok.reconstruct(x[i : i + batch_size])
+            tokens.append(t)
+            recon.append(r)
+            bar.update(len(t))
     tokens, recon = np.concatenate(tokens), np.concatenate(recon).astype(np.float32)
     is_ids = np.issubdtype(tokens.dtype, np.integer)
     np.save(

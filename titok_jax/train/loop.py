@@ -25,7 +25,7 @@ from titok_jax import images as im
 from titok_jax import workdir as workdir_lib
 from titok_jax.config.run import RunConfig
 from titok_jax.errors import Preempted, TrainingError
-from titok_jax.train.metrics import MetricWriter, Progress
+from titok_jax.train.metrics import MetricWriter, ProfileWindow, Progress
 from titok_jax.train.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,10 @@ def train_stage(
         data_state = {"loaders": {str(pidx): loader.get_state()}, "summary": summary}
         mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
 
+    profile = ProfileWindow(sc.profile_start, sc.profile_steps, os.path.join(sdir, "logs"), stage.name)
     with _StopFlag() as stop:
         for step in range(start, stop_at):
+            profile.before_step(step, state)
             batch = parallel.to_global_array(next(it), mesh, b_shard.spec)
             with jax.profiler.StepTraceAnnotation(stage.name, step_num=step):
                 state, metrics = step_fn(state, batch, aux)
@@ -196,6 +198,7 @@ def train_stage(
                 mngr.close()
                 writer.close()
                 raise Preempted(f"{stage.name}: saved step {done_steps} after signal {stop.signal}; rerun to resume")
+    profile.close(state)
     mngr.wait_until_finished()
     if pending is not None:
         _check_finite(_to_host(pending[1]), pending[0], last_good)
