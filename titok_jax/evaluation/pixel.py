@@ -12,6 +12,7 @@ float32 (agreement ~1e-6 per image).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,23 +28,31 @@ def psnr_u8(a, b) -> jnp.ndarray:
     return 10.0 * jnp.log10(1.0 / mse)
 
 
-def _filter_valid(x, w):
+def _band(n: int, w: np.ndarray) -> jnp.ndarray:
+    """[n - k + 1, n] matrix whose row i holds the window at columns i..i+k-1: 'valid' filtering as a matmul."""
     k = w.shape[0]
-    h, wd = x.shape[1] - k + 1, x.shape[2] - k + 1
-    y = sum(float(w[i]) * x[:, i : i + h] for i in range(k))
-    return sum(float(w[j]) * y[:, :, j : j + wd] for j in range(k))
+    m = np.zeros((n - k + 1, n), np.float32)
+    for i in range(n - k + 1):
+        m[i, i : i + k] = w
+    return jnp.asarray(m)
 
 
 def ssim_u8(a, b) -> jnp.ndarray:
-    """Per-image SSIM (float32) of uint8 batches [N, H, W, C] scaled to [0, 1] (H, W >= 11)."""
+    """Per-image SSIM (float32) of uint8 batches [N, H, W, C] scaled to [0, 1] (H, W >= 11).
+
+    The separable Gaussian filtering of the five local-moment maps runs as two banded matmuls (at full
+    float32 precision, also on TPUs and TF32-capable GPUs): dense matmuls beat 11 shifted slices on
+    every backend measured (CPU here), and keep accelerators on their matmul units."""
     if min(a.shape[1:3]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {a.shape[1:3]}")
     x, y = a.astype(jnp.float32) / 255.0, b.astype(jnp.float32) / 255.0
     w = gaussian_window(SSIM_WINDOW, SSIM_SIGMA)
+    gh, gw = _band(a.shape[1], w), _band(a.shape[2], w)
+    maps = jnp.stack([x, y, x * x, y * y, x * y])  # [5, N, H, W, C]
+    hp = jax.lax.Precision.HIGHEST
+    f = jnp.einsum("oh,mnhwc->mnowc", gh, maps, precision=hp)
+    mu_x, mu_y, xx, yy, xy = jnp.einsum("pw,mnowc->mnopc", gw, f, precision=hp)
     c1, c2 = SSIM_K1**2, SSIM_K2**2
-    mu_x, mu_y = _filter_valid(x, w), _filter_valid(y, w)
-    var_x = _filter_valid(x * x, w) - mu_x**2
-    var_y = _filter_valid(y * y, w) - mu_y**2
-    cov = _filter_valid(x * y, w) - mu_x * mu_y
+    var_x, var_y, cov = xx - mu_x**2, yy - mu_y**2, xy - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.mean(axis=(1, 2)).mean(axis=-1)
