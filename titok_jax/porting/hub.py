@@ -104,7 +104,8 @@ def _fetch(hf, ref: HubName, filename: str, cache_dir: Optional[str], required: 
     except errors.GatedRepoError:
         raise WeightFileError(f"{ref} is gated: accept its terms on the hub and log in (hf auth login)") from None
     except errors.RepositoryNotFoundError:
-        raise WeightFileError(f"no hub repo {ref.repo_id!r} (or it is private: log in with hf auth login)") from None
+        raise WeightFileError(f"no hub repo {ref.repo_id!r} (nor a local file or folder of that name; a private "
+                              "repo needs a login: hf auth login)") from None  # fmt: skip
     except errors.RevisionNotFoundError:
         raise WeightFileError(f"{ref.repo_id} has no revision {ref.revision!r}") from None
     except errors.LocalEntryNotFoundError:
