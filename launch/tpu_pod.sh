@@ -2,26 +2,33 @@
 # Train on every worker (host) of a Cloud TPU VM pod slice: one `python -m titok_jax.main` process per
 # worker, joined by jax.distributed (`--distributed`: jax.distributed.initialize() finds the other
 # workers by itself on Cloud TPU VMs). Run it from your workstation; it drives the workers through
-# `gcloud compute tpus tpu-vm ssh --worker=all` (and `scp` for SYNC=copy).
+# `gcloud compute tpus tpu-vm ssh --worker=all` (and `scp`).
 #
 #   TPU_NAME=my-v4-32 ZONE=us-central2-b PROJECT=my-project CONFIG=configs/titok_b64.py \
 #     WORKDIR=gs://my-bucket/runs/b64 SYNC=git REPO_URL=https://github.com/me/titok_jax.git INSTALL=1 \
-#     launch/tpu_pod.sh --config.data.data_dir=/mnt/data/tensorflow_datasets
+#     launch/tpu_pod.sh --config.data.data_dir=gs://my-bucket/tensorflow_datasets
+#   TPU_NAME=... ZONE=... PROJECT=... ACTION=logs launch/tpu_pod.sh     # copy every worker's log here
+#   TPU_NAME=... ZONE=... PROJECT=... ACTION=stop launch/tpu_pod.sh     # SIGTERM: save, exit 143
+#
+# ACTION=train (default) syncs the code, installs it if asked, and starts the training DETACHED on every
+# worker (setsid nohup, stdin closed): it keeps running when this script ends or the SSH connection
+# drops. Each worker writes its output to $RUN_DIR/train.log and its process id to $RUN_DIR/train.pid.
+# ACTION=logs copies each worker's log to $LOG_DIR/worker_<i>.log (and prints the last lines);
+# ACTION=stop sends SIGTERM to the training process of every worker (each saves the same step and exits
+# 143; ACTION=train with the same WORKDIR resumes). A second ACTION=train while a run is alive on the
+# workers is refused there (the pid file), and titok_jax itself refuses a second run on one WORKDIR.
 #
 # Required variables (environment):
 #   TPU_NAME      name of the TPU VM (pod slice)
 #   ZONE          its zone, e.g. us-central2-b
 #   PROJECT       its Google Cloud project
-#   CONFIG        config file, relative to the code directory on the workers (e.g. configs/titok_b64.py:arg)
-#   WORKDIR       the run directory; it must be ONE directory that every worker sees at the same path
-#                 (checkpoints are written by all workers together, DONE/results files by worker 0):
-#                 either a shared filesystem mounted on every worker (e.g. Filestore/NFS), or a Cloud
-#                 Storage location gs://BUCKET/PATH: then BUCKET is mounted with gcsfuse on every worker
-#                 at $GCS_MOUNT/BUCKET and the mounted path is passed as --workdir (titok_jax writes its
-#                 workdir with ordinary file I/O, so the bucket must be mounted; gcsfuse must be installed
-#                 on the workers). A worker-local path such as /tmp/run would give each worker its own
-#                 partial checkpoints: do not use one.
+#   CONFIG        (train) config file, relative to the code directory on the workers (e.g. configs/titok_b64.py:arg)
+#   WORKDIR       (train) the run directory; ONE directory every worker sees: a Cloud Storage location
+#                 gs://BUCKET/PATH (read and written natively through etils.epath and gcsfs, no mount), or
+#                 the absolute path of a shared filesystem mounted on every worker (Filestore/NFS). A
+#                 worker-local path such as /tmp/run would give each worker its own partial checkpoints.
 # Optional variables:
+#   ACTION        train (default) | logs | stop
 #   SYNC          how the code gets onto the workers: none (default: it is already in REMOTE_DIR on every
 #                 worker) | git (clone REPO_URL into REMOTE_DIR if absent, then fetch and check out REF) |
 #                 copy (pack this checkout's tracked and not-ignored untracked files, scp the archive to
@@ -29,38 +36,47 @@
 #   REPO_URL      git URL for SYNC=git
 #   REF           branch, tag or commit for SYNC=git (default main)
 #   REMOTE_DIR    code directory on the workers (default titok_jax, relative to the remote home directory)
-#   INSTALL       1: pip install -r requirements.txt and JAX_TPU_SPEC on every worker first (default 0)
+#   INSTALL       1: create the virtual environment VENV with BASE_PYTHON (if absent) and install
+#                 requirements.txt, JAX_TPU_SPEC and gcsfs into it on every worker (default 0)
+#   VENV          the workers' virtual environment (default titok_jax_venv, relative to the remote home);
+#                 training runs VENV/bin/python, never the system interpreter
+#   BASE_PYTHON   the Python 3.11 that creates VENV (default python3.11)
 #   JAX_TPU_SPEC  the TPU build of JAX to install (default "jax[tpu]==<the jax version pinned in
 #                 requirements.txt>")
-#   PYTHON        interpreter on the workers (default python3)
-#   ENV_VARS      extra environment for the training processes, e.g. "TFDS_DATA_DIR=/mnt/data TF_CPP_MIN_LOG_LEVEL=3"
-#   GCS_MOUNT     where gs:// buckets are mounted on the workers (default /tmp/gcs)
-#   REMOTE_LOG    each worker also appends its output to this file (default /tmp/titok_jax_train.log)
+#   ENV_VARS      extra environment for the training processes, e.g. "TF_CPP_MIN_LOG_LEVEL=3"
+#   RUN_DIR       where each worker keeps train.log and train.pid (default /tmp/titok_jax_run)
+#   LOG_DIR       (logs) local folder for the collected logs (default tpu_logs/$TPU_NAME)
+#   NUM_WORKERS   (logs) number of workers; default: counted with `gcloud compute tpus tpu-vm describe`
 #   GCLOUD        gcloud executable (default gcloud); GCLOUD_FLAGS: extra flags for every gcloud call,
 #                 e.g. "--internal-ip" or "--tunnel-through-iap"
 #   DRY_RUN       1: print the commands instead of running them
 # Extra arguments are forwarded to titok_jax.main on every worker (e.g. --config.seed=1 --max_steps=100).
-#
-# Preemption: a worker that receives SIGTERM saves a checkpoint and exits 143; rerunning this script with
-# the same WORKDIR resumes. The exit status is gcloud's (non-zero when a worker failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${TPU_NAME:?set TPU_NAME to the name of the TPU VM pod slice}"
 : "${ZONE:?set ZONE to the zone of the TPU VM, e.g. ZONE=us-central2-b}"
 : "${PROJECT:?set PROJECT to the Google Cloud project of the TPU VM}"
-: "${CONFIG:?set CONFIG to the config file (path on the workers, relative to REMOTE_DIR), e.g. configs/titok_b64.py}"
-: "${WORKDIR:?set WORKDIR to a directory every worker sees: gs://BUCKET/PATH (mounted with gcsfuse) or a shared filesystem path}"
+ACTION="${ACTION:-train}"
 SYNC="${SYNC:-none}"
 REF="${REF:-main}"
 REMOTE_DIR="${REMOTE_DIR:-titok_jax}"
 INSTALL="${INSTALL:-0}"
-PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-titok_jax_venv}"
+BASE_PYTHON="${BASE_PYTHON:-python3.11}"
 ENV_VARS="${ENV_VARS:-}"
-GCS_MOUNT="${GCS_MOUNT:-/tmp/gcs}"
-REMOTE_LOG="${REMOTE_LOG:-/tmp/titok_jax_train.log}"
+RUN_DIR="${RUN_DIR:-/tmp/titok_jax_run}"
+LOG_DIR="${LOG_DIR:-tpu_logs/$TPU_NAME}"
 GCLOUD="${GCLOUD:-gcloud}"
 GCLOUD_FLAGS="${GCLOUD_FLAGS:-}"
 DRY_RUN="${DRY_RUN:-0}"
+case "$ACTION" in
+  train)
+    : "${CONFIG:?set CONFIG to the config file (path on the workers, relative to REMOTE_DIR), e.g. configs/titok_b64.py}"
+    : "${WORKDIR:?set WORKDIR to a directory every worker sees: gs://BUCKET/PATH or a shared filesystem path}"
+    ;;
+  logs | stop) ;;
+  *) echo "error: ACTION must be train, logs or stop, got '$ACTION'" >&2; exit 2 ;;
+esac
 case "$SYNC" in
   none | copy) ;;
   git) : "${REPO_URL:?SYNC=git needs REPO_URL (the git URL of the titok_jax repository)}" ;;
@@ -73,27 +89,6 @@ fi
 
 q() { printf '%q' "$1"; }                          # quote one value for the remote shell
 squote() { local s=${1//\'/\'\\\'\'}; printf "'%s'" "$s"; }  # single-quote a whole command for printing
-
-# The workdir the workers use: a gs:// URL becomes its gcsfuse mount point.
-if [[ "$WORKDIR" != gs://* && "$WORKDIR" != /* ]]; then
-  echo "error: WORKDIR=$WORKDIR is a relative path, i.e. a different local directory on every worker; give" \
-    "gs://BUCKET/PATH or the absolute path of a shared filesystem mounted on every worker" >&2
-  exit 2
-fi
-mount_cmd=""
-remote_workdir="$WORKDIR"
-if [[ "$WORKDIR" == gs://* ]]; then
-  rest="${WORKDIR#gs://}"
-  bucket="${rest%%/*}"
-  sub=""
-  [[ "$rest" == */* ]] && sub="/${rest#*/}"
-  if [[ -z "$bucket" ]]; then echo "error: WORKDIR=$WORKDIR names no bucket (expected gs://BUCKET/PATH)" >&2; exit 2; fi
-  mnt="$GCS_MOUNT/$bucket"
-  remote_workdir="$mnt${sub%/}"
-  mount_cmd="command -v gcsfuse >/dev/null || { echo 'gcsfuse is not installed on this worker (needed for WORKDIR=gs://...)' >&2; exit 2; }; "
-  mount_cmd+="mkdir -p $(q "$mnt") && { mountpoint -q $(q "$mnt") || gcsfuse --implicit-dirs --rename-dir-limit=1000000 "
-  mount_cmd+="$(q "$bucket") $(q "$mnt"); } && mkdir -p $(q "$remote_workdir")"
-fi
 
 gflags=(--zone="$ZONE" --project="$PROJECT")
 # shellcheck disable=SC2206
@@ -111,6 +106,42 @@ run() {  # run CMD...: execute, or print it (shell-quoted) with DRY_RUN=1
   fi
 }
 on_workers() { run "$GCLOUD" compute tpus tpu-vm ssh "$TPU_NAME" "${gflags[@]}" --worker=all --command="$1"; }
+pidfile="$(q "$RUN_DIR")/train.pid"
+
+if [[ "$ACTION" == stop ]]; then
+  on_workers "if [ -f $pidfile ] && kill -0 \$(cat $pidfile) 2>/dev/null; then kill -TERM \$(cat $pidfile) && echo \"\$(hostname): sent SIGTERM to \$(cat $pidfile)\"; else echo \"\$(hostname): no training process\"; fi"
+  exit 0
+fi
+
+if [[ "$ACTION" == logs ]]; then
+  if [[ -z "${NUM_WORKERS:-}" ]]; then
+    if [[ "$DRY_RUN" == 1 ]]; then
+      NUM_WORKERS=1
+      run "$GCLOUD" compute tpus tpu-vm describe "$TPU_NAME" "${gflags[@]}" "--format=value(networkEndpoints.len())"
+    else
+      NUM_WORKERS="$("$GCLOUD" compute tpus tpu-vm describe "$TPU_NAME" "${gflags[@]}" \
+        "--format=value(networkEndpoints.len())")"
+    fi
+  fi
+  [[ "$DRY_RUN" == 1 ]] || mkdir -p "$LOG_DIR"
+  for ((i = 0; i < NUM_WORKERS; i++)); do
+    run "$GCLOUD" compute tpus tpu-vm scp "$TPU_NAME:$RUN_DIR/train.log" "$LOG_DIR/worker_$i.log" "${gflags[@]}" \
+      --worker="$i"
+    if [[ "$DRY_RUN" != 1 ]]; then echo "== worker $i: $LOG_DIR/worker_$i.log"; tail -n 5 "$LOG_DIR/worker_$i.log"; fi
+  done
+  exit 0
+fi
+
+# The workdir: gs://BUCKET/PATH is passed as it is (titok_jax reads and writes it natively).
+if [[ "$WORKDIR" != gs://* && "$WORKDIR" != /* ]]; then
+  echo "error: WORKDIR=$WORKDIR is a relative path, i.e. a different local directory on every worker; give" \
+    "gs://BUCKET/PATH or the absolute path of a shared filesystem mounted on every worker" >&2
+  exit 2
+fi
+if [[ "$WORKDIR" == gs://* && -z "${WORKDIR#gs://}" ]]; then
+  echo "error: WORKDIR=$WORKDIR names no bucket (expected gs://BUCKET/PATH)" >&2
+  exit 2
+fi
 
 # 1. code
 case "$SYNC" in
@@ -130,14 +161,18 @@ case "$SYNC" in
     ;;
 esac
 
-# 2. dependencies
+# 2. dependencies, in a virtual environment of its own (never the system pip)
+if [[ "$VENV" == /* ]]; then vdir="$(q "$VENV")"; else vdir="\$HOME/$(q "$VENV")"; fi
+vpy="$vdir/bin/python"
 if [[ "$INSTALL" == 1 ]]; then
-  on_workers "set -e; cd $(q "$REMOTE_DIR") && $(q "$PYTHON") -m pip install --quiet -r requirements.txt && $(q "$PYTHON") -m pip install --quiet $(q "$JAX_TPU_SPEC")"
+  on_workers "set -e; [ -x $vpy ] || $(q "$BASE_PYTHON") -m venv $vdir; cd $(q "$REMOTE_DIR") && $vpy -m pip install --quiet -r requirements.txt $(q "$JAX_TPU_SPEC") gcsfs"
 fi
 
-# 3. training: every worker runs the same command; jax.distributed discovers the others.
+# 3. training, detached: every worker runs the same command; jax.distributed discovers the others.
 args=""
 for a in "$@"; do args+=" $(q "$a")"; done
-train="set -o pipefail; ${mount_cmd:+$mount_cmd && }cd $(q "$REMOTE_DIR") && ${ENV_VARS:+env $ENV_VARS }$(q "$PYTHON") -m titok_jax.main"
-train+=" --config=$(q "$CONFIG") --workdir=$(q "$remote_workdir") --distributed$args 2>&1 | tee -a $(q "$REMOTE_LOG")"
+train="set -e; mkdir -p $(q "$RUN_DIR"); if [ -f $pidfile ] && kill -0 \$(cat $pidfile) 2>/dev/null; then echo \"\$(hostname): a run is alive (pid \$(cat $pidfile)); ACTION=stop first\" >&2; exit 1; fi; "
+train+="cd $(q "$REMOTE_DIR") && setsid nohup ${ENV_VARS:+env $ENV_VARS }$vpy -m titok_jax.main"
+train+=" --config=$(q "$CONFIG") --workdir=$(q "$WORKDIR") --distributed$args > $(q "$RUN_DIR")/train.log 2>&1 < /dev/null &"
+train+=" echo \$! > $pidfile; echo \"\$(hostname): training started (pid \$(cat $pidfile)), log $(q "$RUN_DIR")/train.log\""
 on_workers "$train"

@@ -47,3 +47,21 @@ def assert_parity(ours, ref, name: str, atol: float = ATOL, scale_ref=None) -> f
     err = max_abs(ours, ref)
     assert err <= atol * scale, f"{name}: max|diff| {err:.3g} > {atol * scale:.3g} (max|ref| {scale:.3g})"
     return err
+
+
+def huge_png(path, w: int = 20000, h: int = 20000) -> None:
+    """A valid PNG whose header claims ``w`` x ``h`` pixels (an 8x8 image with its IHDR rewritten): readers
+    see the size at once, and never get to decode it."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = struct.pack(">II", w, h) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr) & 0xFFFFFFFF)
+    pathlib.Path(path).write_bytes(bytes(data))

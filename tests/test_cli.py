@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, fixture_dir, load_st
+from conftest import REPO, fixture_dir, huge_png, load_st
 
 pytestmark = pytest.mark.slow
 
@@ -68,11 +68,21 @@ def test_reconstruct_round_trip(imported, tmp_path):
     np.testing.assert_allclose(api_recon, recon, atol=1e-6)
 
 
-def test_reconstruct_from_weights_file(tmp_path):
+def test_reconstruct_from_weights_file_with_clashing_names(tmp_path):
+    from PIL import Image
+
     weights = fixture_dir("tiny", "titok_tiny") / "state_dict.safetensors"
+    rng = np.random.default_rng(0)
+    inputs = [tmp_path / "in" / n for n in ("a/x.png", "b/x.png", "c/grid.png")]
+    for f in inputs:
+        f.parent.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(f)
+    out = tmp_path / "out"
     run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", f"--weights={weights}",
-        "--images=skimage:rocket", f"--out={tmp_path}")  # fmt: skip
-    assert np.load(tmp_path / "ids.npy").shape == (1, 8)
+        "--images=skimage:rocket", *map(str, inputs), f"--out={out}")  # fmt: skip
+    assert np.load(out / "ids.npy").shape == (4, 8)
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_x.png", "b_x.png", "c_grid.png", "grid.png", "rocket.png"]
+    assert Image.open(out / "grid.png").size == (2 + 4 * 66, 2 + 2 * 66)  # the overview, not an input named grid
 
 
 def test_hub_folder_export_and_reimport(tmp_path):
@@ -106,6 +116,18 @@ def test_cli_errors(tmp_path):
     p = run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", "--random_init=0",
             f"--images={tmp_path / 'missing.png'}", f"--out={tmp_path / 'z'}", expect=2)  # fmt: skip
     assert "image not found" in p.stderr
+    huge = tmp_path / "huge.png"
+    huge_png(huge, 20000, 20000)
+    p = run("titok_jax.cli.reconstruct", "--config=configs/titok_tiny.py", "--random_init=0", f"--images={huge}",
+            f"--out={tmp_path / 'z'}", expect=2)  # fmt: skip
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1 and "too large to read" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((6).to_bytes(8, "little") + b"[1, 2]" + b"\0" * 8)
+    p = run("titok_jax.cli.port", "import", "--config=configs/titok_tiny.py", f"--weights={bad}",
+            f"--out={tmp_path / 'w'}", expect=2)  # fmt: skip
+    assert "error:" in p.stderr and "corrupt safetensors header" in p.stderr and "Traceback" not in p.stderr
     p = run("titok_jax.cli.port", "--help", expect=1)  # absl exits 1 after printing help
     assert "--random_init" in p.stdout and "import" in p.stdout
 

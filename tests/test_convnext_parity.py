@@ -131,6 +131,6 @@ def test_loss_module_prefix_and_file_loading(tmp_path):
     loaded = convnext_map.load_params(path, TINY, prefix=prefix)
     for k, v in flatten(params).items():
         np.testing.assert_array_equal(flatten(loaded)[k], v)
-    with pytest.raises(WeightFileError, match="allow-pickle"):
+    with pytest.raises(WeightFileError, match="--allow_pickle"):
         (tmp_path / "convnext_small.pth").write_bytes(b"x")
         perceptual.load_convnext_params(str(tmp_path / "convnext_small.pth"))

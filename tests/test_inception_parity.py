@@ -135,7 +135,7 @@ def test_name_map_round_trip_and_file_loading(seeded, tmp_path):
     loaded = flatten(inception_map.load_inception_params(path))
     for k, v in flatten(params["relu_gain"]).items():
         np.testing.assert_array_equal(loaded[k], v)
-    with pytest.raises(WeightFileError, match="allow-pickle"):
+    with pytest.raises(WeightFileError, match="allow_pickle"):
         (tmp_path / inception_map.WEIGHTS_FILE).write_bytes(b"x")
         inception_map.load_inception_params(str(tmp_path / inception_map.WEIGHTS_FILE))
     bad = dict(sd)

@@ -38,7 +38,8 @@ time.sleep(120)
 
 def _env(**kw):
     e = dict(os.environ)
-    for k in ("TPU_NAME", "ZONE", "PROJECT", "CONFIG", "WORKDIR", "SYNC", "REPO_URL", "INSTALL", "DRY_RUN", "PORT"):
+    for k in ("TPU_NAME", "ZONE", "PROJECT", "CONFIG", "WORKDIR", "SYNC", "REPO_URL", "INSTALL", "DRY_RUN", "PORT",
+              "ACTION", "NUM_WORKERS", "VENV", "RUN_DIR", "LOG_DIR"):  # fmt: skip
         e.pop(k, None)
     e.update({k: str(v) for k, v in kw.items()})
     return e
@@ -150,20 +151,41 @@ def test_tpu_pod_dry_run(tmp_path):
     assert all(ln.startswith(ssh) for ln in lines)
     assert "git clone --quiet https://example.com/titok_jax.git titok_jax" in lines[0]
     assert "git fetch --quiet origin v1" in lines[0]
-    assert "pip install --quiet -r requirements.txt" in lines[1] and "jax\\[tpu\\]==" in lines[1]
-    assert ("cd titok_jax && python3 -m titok_jax.main --config=configs/titok_b64.py --workdir=/shared/runs/b64 "
-            "--distributed --max_steps=3 --config.data.path=/a\\ b") in lines[2]  # fmt: skip
-    # gs:// workdir: mounted with gcsfuse on every worker, the mount point is the workdir.
+    # A Python 3.11 virtual environment of its own on every worker, never the system pip.
+    assert "python3.11 -m venv $HOME/titok_jax_venv" in lines[1]
+    assert "$HOME/titok_jax_venv/bin/python -m pip install --quiet -r requirements.txt jax\\[tpu\\]==" in lines[1]
+    assert "gcsfs" in lines[1]
+    # Detached (setsid nohup, no stdin): a dropped SSH connection does not stop training; a log and a pid per worker.
+    assert ("cd titok_jax && setsid nohup $HOME/titok_jax_venv/bin/python -m titok_jax.main "
+            "--config=configs/titok_b64.py --workdir=/shared/runs/b64 --distributed --max_steps=3 "
+            "--config.data.path=/a\\ b > /tmp/titok_jax_run/train.log 2>&1 < /dev/null &") in lines[2]  # fmt: skip
+    assert "echo $! > /tmp/titok_jax_run/train.pid" in lines[2] and "a run is alive" in lines[2]
+    # gs:// workdir: passed as it is (titok_jax reads and writes it through etils.epath; no gcsfuse mount).
     p = _bash("launch/tpu_pod.sh", DRY_RUN=1, WORKDIR="gs://bkt/runs/x", **TPU)
     assert p.returncode == 0, p.stderr
     (line,) = [ln for ln in p.stdout.splitlines() if ln.startswith("+ ")]
-    assert "gcsfuse --implicit-dirs" in line and "bkt /tmp/gcs/bkt" in line
-    assert "--workdir=/tmp/gcs/bkt/runs/x --distributed" in line
+    assert "--workdir=gs://bkt/runs/x --distributed" in line and "gcsfuse" not in line
     # SYNC=copy: an archive of this checkout goes to every worker.
     p = _bash("launch/tpu_pod.sh", DRY_RUN=1, WORKDIR="/shared/w", SYNC="copy", **TPU)
     assert p.returncode == 0, p.stderr
     assert "+ gcloud compute tpus tpu-vm scp" in p.stdout and "my-pod:/tmp/titok_jax_src.tgz" in p.stdout
     assert "tar -xzf /tmp/titok_jax_src.tgz -C titok_jax" in p.stdout
+
+
+def test_tpu_pod_collects_logs_per_worker_and_stops_by_pid():
+    env = {k: v for k, v in TPU.items() if k != "CONFIG"}
+    p = _bash("launch/tpu_pod.sh", DRY_RUN=1, ACTION="logs", NUM_WORKERS=2, LOG_DIR="logs/pod", **env)
+    assert p.returncode == 0, p.stderr
+    for i in range(2):
+        assert (f"+ gcloud compute tpus tpu-vm scp my-pod:/tmp/titok_jax_run/train.log logs/pod/worker_{i}.log "
+                f"--zone=us-central2-b --project=my-proj --worker={i}") in p.stdout  # fmt: skip
+    p = _bash("launch/tpu_pod.sh", DRY_RUN=1, ACTION="logs", **env)  # the worker count is asked from gcloud
+    assert "tpu-vm describe my-pod" in p.stdout and "networkEndpoints" in p.stdout
+    p = _bash("launch/tpu_pod.sh", DRY_RUN=1, ACTION="stop", **env)
+    assert p.returncode == 0 and "--worker=all" in p.stdout
+    assert "kill -TERM $(cat /tmp/titok_jax_run/train.pid)" in p.stdout
+    p = _bash("launch/tpu_pod.sh", DRY_RUN=1, ACTION="restart", **env)
+    assert p.returncode == 2 and "ACTION must be train, logs or stop" in p.stderr
 
 
 @pytest.mark.parametrize("missing", ["TPU_NAME", "ZONE", "PROJECT", "CONFIG", "WORKDIR"])

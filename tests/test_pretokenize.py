@@ -216,6 +216,16 @@ def test_token_source_errors(setup, tmp_path):
         tk.TokenSource(d)
 
 
+def test_token_source_checks_the_images_each_shard_covers(setup, tmp_path):
+    d = _copy(setup["base"], tmp_path)
+    first, second = (os.path.join(d, tk.shard_filename(i, 4)) for i in (0, 1))
+    os.rename(first, first + ".swap")  # two shards of equal size and settings, swapped: counts still add up
+    os.rename(second, first)
+    os.rename(first + ".swap", second)
+    with pytest.raises(tk.TokenDataError, match=r"00000-of-00004\.npz does not cover the images it should.*image 2"):
+        tk.TokenSource(d)
+
+
 def test_other_settings_are_refused(setup, tmp_path):
     d = _copy(setup["base"], tmp_path)
     kw = dict(setup["kw"], flip=False)

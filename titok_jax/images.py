@@ -5,6 +5,11 @@ crop size (bicubic, antialiased: torchvision ``Resize`` on PIL images), center c
 
 ``skimage:<name>`` loads a photograph bundled with scikit-image (works offline);
 ``skimage:all`` expands to all of them (see ``SKIMAGE_PHOTOS``).
+
+``to_rgb`` is the one conversion of any decoded image to 8-bit RGB: 16-bit and 32-bit integer
+images (e.g. 16-bit grayscale PNGs, PIL mode ``I;16``) are scaled to 0..255 by their bit depth --
+PIL's own ``convert('RGB')`` would clip them to white. ``check_size`` bounds an image's pixel count
+(``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million) before it is decoded.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import List, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from titok_jax.errors import InputError
@@ -27,6 +33,76 @@ class ImageError(InputError):
     pass
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) read: PIL's decompression-bomb limit, settable there."""
+    return int(Image.MAX_IMAGE_PIXELS or 2**62)
+
+
+def check_size(img: Image.Image, name: str) -> None:
+    """``ImageError`` when ``img`` (opened, not yet decoded) has more than ``max_pixels()`` pixels."""
+    w, h = img.size
+    if w * h > max_pixels():
+        raise ImageError(
+            f"{name} is too large to read: {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels():,} "
+            "(PIL.Image.MAX_IMAGE_PIXELS); downscale it first, or raise that limit if the file is trusted"
+        )
+
+
+def open_image(f, name: str) -> Image.Image:
+    """Open and decode an image file (path or binary file object), size-checked first; ``ImageError``
+    for anything that is not a readable image."""
+    try:
+        img = Image.open(f)
+        check_size(img, name)
+        img.load()
+    except Image.DecompressionBombError as e:  # PIL's own guard (more than twice its limit)
+        raise ImageError(f"{name} is too large to read: {e}; downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot read image {name}: {e}") from None
+    return img
+
+
+_INT_BITS = {"I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 16}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any decoded image -> 8-bit RGB. Integer images of more than 8 bits are scaled by their range
+    (16-bit: 65535 -> 255; PIL's 32-bit mode 'I' holds 16-bit PNGs/TIFFs, so it is read as 16-bit and
+    values above 65535 are clipped); float images (mode 'F') are refused (their range is unknown)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in _INT_BITS:
+        scale = 255.0 / (2 ** _INT_BITS[img.mode] - 1)
+        arr = np.clip(np.asarray(img, dtype=np.float64), 0, 2 ** _INT_BITS[img.mode] - 1)
+        gray = np.round(arr * scale).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+    if img.mode == "F":
+        raise ImageError("32-bit float images are not supported (unknown value range): save them as 8 or 16 bit")
+    return img.convert("RGB")
+
+
+def unique_names(sources: Sequence[str], names: Sequence[str], reserved: Sequence[str] = ()) -> List[str]:
+    """Output names for ``names`` (one per source) that collide neither with each other nor with
+    ``reserved``: a clash is resolved by prefixing the parent folder (``a/x.png``, ``b/x.png`` ->
+    ``a_x``, ``b_x``), then by a numeric suffix (``x-2``)."""
+    taken = {r.lower() for r in reserved}
+    counts: dict = {}
+    for n in names:
+        counts[n.lower()] = counts.get(n.lower(), 0) + 1
+    out: List[str] = []
+    for src, n in zip(sources, names):
+        cand = n
+        if counts[n.lower()] > 1 or n.lower() in taken:
+            parent = "" if src.startswith("skimage:") else os.path.basename(os.path.dirname(os.path.abspath(src)))
+            cand = f"{parent}_{n}" if parent else n
+        base, k = cand, 2
+        while cand.lower() in taken:
+            cand, k = f"{base}-{k}", k + 1
+        taken.add(cand.lower())
+        out.append(cand)
+    return out
+
+
 def _open(source: str) -> Tuple[str, Image.Image]:
     if source.startswith("skimage:"):
         name = source.split(":", 1)[1]
@@ -37,12 +113,9 @@ def _open(source: str) -> Tuple[str, Image.Image]:
         return name, Image.fromarray(getattr(skimage.data, name)())
     if not os.path.exists(source):
         raise ImageError(f"image not found: {source}")
-    try:
-        img = Image.open(source)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise ImageError(f"cannot read image {source}: {e}") from None
-    return os.path.splitext(os.path.basename(source))[0], img
+    if os.path.isdir(source):
+        raise ImageError(f"{source} is a directory; give image files")
+    return os.path.splitext(os.path.basename(source))[0], open_image(source, source)
 
 
 def expand_sources(sources: Sequence[str]) -> List[str]:
@@ -69,7 +142,7 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
 
 def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
     """PIL image -> float32 [size, size, 3] in [0, 1] (official eval transform)."""
-    img = resize_shorter(img.convert("RGB"), size)
+    img = resize_shorter(to_rgb(img), size)
     nw, nh = img.size
     top = int(round((nh - size) / 2.0))
     left = int(round((nw - size) / 2.0))
@@ -77,16 +150,18 @@ def resize_center_crop(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
-def load_images(sources: Sequence[str], size: int) -> Tuple[List[str], np.ndarray]:
-    """Paths or ``skimage:<name>`` -> (names, float32 [N, size, size, 3] in [0, 1])."""
+def load_images(sources: Sequence[str], size: int, reserved: Sequence[str] = ()) -> Tuple[List[str], np.ndarray]:
+    """Paths or ``skimage:<name>`` -> (names, float32 [N, size, size, 3] in [0, 1]); the names are the
+    file stems made unique (and distinct from ``reserved``) by ``unique_names``."""
     names, arrays = [], []
-    for s in expand_sources(sources):
+    sources = expand_sources(sources)
+    for s in sources:
         name, img = _open(s)
         names.append(name)
         arrays.append(resize_center_crop(img, size))
     if not arrays:
         raise ImageError("no images given")
-    return names, np.stack(arrays)
+    return unique_names(sources, names, reserved), np.stack(arrays)
 
 
 def validate_batch(images: np.ndarray, size: int) -> np.ndarray:
@@ -132,7 +207,9 @@ def to_uint8(x):
 
 
 def save_png(x: np.ndarray, path: str) -> None:
-    Image.fromarray(to_uint8(x)).save(path)
+    """Float image in [0, 1] -> PNG at ``path`` (a local path or a ``gs://`` URL)."""
+    with epath.Path(path).open("wb") as f:
+        Image.fromarray(to_uint8(x)).save(f, format="PNG")
 
 
 def grid(rows: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:

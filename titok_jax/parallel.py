@@ -6,7 +6,8 @@
   scalars replicated), so no model needs annotations; batches are split over both axes.
 * Global arrays: ``to_global_array`` assembles a global ``jax.Array`` from each process's batch.
 * Processes: ``process_share(n)`` is this process's contiguous slice of n items; ``gather_rows``
-  concatenates every process's rows (row counts may differ), on every process.
+  concatenates every process's rows (row counts may differ), on every process; ``any_process`` /
+  ``all_processes`` / ``from_process_0`` agree on a flag or a number.
 * ``data_parallel(fn, params, batch_size)``: ``fn(params, x)`` jitted over this process's local
   devices (params replicated, the batch split), with a shape check -- the tokenizer's encode, the
   linear probe's features.
@@ -139,6 +140,25 @@ def sync(name: str) -> None:
     """A barrier across processes (no-op with one process)."""
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on any of them (every process must call this)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))))
+
+
+def all_processes(flag: bool) -> bool:
+    """True on every process when ``flag`` is True on all of them (every process must call this)."""
+    return not any_process(not flag)
+
+
+def from_process_0(value: int) -> int:
+    """Process 0's ``value`` on every process (every process must call this)."""
+    if jax.process_count() == 1:
+        return int(value)
+    return int(multihost_utils.broadcast_one_to_all(np.asarray(value, np.int32)))
 
 
 # ---------------------------------------------------------------------------------------------- local data parallel

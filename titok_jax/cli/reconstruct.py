@@ -9,8 +9,9 @@ weights' ``config.json`` says which model they are.
 
 Writes DIR/ids.npy (int32 [N, K]; VAE models: DIR/latents.npy), DIR/recon.npy (float32 [N, H, W, 3]
 clamped to [0, 1]), DIR/grid.png (inputs on top, reconstructions below), DIR/<name>.png (input |
-reconstruction) and prints per-image PSNR. ``--images=skimage:all`` uses the photographs bundled with
-scikit-image (offline). ``--random_init=SEED`` runs an untrained model (pipeline check only).
+reconstruction; names made unique: ``a/x.png`` and ``b/x.png`` -> ``a_x.png``, ``b_x.png``, an input
+named ``grid`` -> ``<folder>_grid.png``) and prints per-image PSNR. ``--images=skimage:all`` uses the
+photographs bundled with scikit-image (offline). ``--random_init=SEED`` runs an untrained model (pipeline check only).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ log = logging.getLogger("titok_jax.cli.reconstruct")
 def reconstruct(tok: Tokenizer, sources, out_dir: str, batch_size: int = 8):
     """Reconstruct ``sources`` (paths or ``skimage:<name>``) with ``tok``; write the outputs (see above)."""
     t0 = time.time()
-    names, x = im.load_images(sources, tok.image_size)
+    names, x = im.load_images(sources, tok.image_size, reserved=("grid",))  # DIR/grid.png is the overview
     log.info("[reconstruct] %d image(s): %s", len(names), ", ".join(names))
     os.makedirs(out_dir, exist_ok=True)
     tokens, recon = [], []

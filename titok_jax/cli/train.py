@@ -6,7 +6,9 @@
 
 Training stages (one loop, ``titok_jax.train``): ``teacher``, ``stage1``, ``stage2``, ``single_stage``,
 ``generator``; other steps (``titok_jax.steps``): ``pretokenize``, ``sample``, ``evaluate``,
-``linear_probe``. Re-running the same command resumes wherever it stopped and skips what is done.
+``linear_probe``. Re-running the same command resumes wherever it stopped and skips what is done; a
+resume refuses changed training settings unless ``--allow_config_change`` is given. One run per
+``--workdir`` at a time (``WORKDIR/RUN.lock``).
 Multi-host: one process per host through JAX's distributed runtime (``--coordinator_address`` /
 ``--num_processes`` / ``--process_id``, or ``--distributed`` on TPU pods and SLURM).
 """
@@ -22,13 +24,15 @@ common.define_config()
 common.define_workdir()
 common.define_distributed()
 flags.DEFINE_integer("max_steps", None, "Stop each stage after this many steps in this invocation (smoke tests).")
+flags.DEFINE_bool("allow_config_change", False, "Resume although training-relevant config fields differ from "
+                  "WORKDIR/config.json (e.g. a lower learning rate after a NaN stop).")  # fmt: skip
 FLAGS = flags.FLAGS
 
 
 def main(argv) -> None:
     del argv
     common.require("workdir")
-    summaries = pipeline.run_all(common.run_config(), FLAGS.workdir, FLAGS.max_steps)
+    summaries = pipeline.run_all(common.run_config(), FLAGS.workdir, FLAGS.max_steps, FLAGS.allow_config_change)
     common.print_summary(summaries)
 
 

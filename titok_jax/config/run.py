@@ -181,3 +181,43 @@ def with_changes(run: RunConfig, **sections: Dict[str, Any]) -> RunConfig:
         current = getattr(run, name)
         new[name] = current.replace(**changes) if isinstance(current, ConfigMixin) else changes
     return run.replace(**new)
+
+
+# Fields that change how a run is watched or laid out, not what it computes: a resume may change them.
+BOOKKEEPING = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints")
+_FREE_TOP = ("model_name", "stages", "mesh", "remat", "eval") + STEPS
+_FREE_DATA = ("num_threads", "prefetch", "max_skip")
+
+
+def _flat(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(d, Mapping):
+        out: Dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: list(d) if isinstance(d, tuple) else d}
+
+
+def resume_changes(saved: Mapping[str, Any], current: RunConfig, started: Tuple[str, ...]) -> Dict[str, Tuple]:
+    """Training-relevant fields that differ between the config a run was started with (``saved``, the
+    JSON of ``RunConfig.to_dict()``) and ``current``, for a resume of the training stages ``started``:
+    ``{'single_stage.lr': (saved, now)}``. Relevant: the model, data, seed, dtype, teacher,
+    discriminator and generator, and every field of a started stage's section except the bookkeeping
+    ones (``BOOKKEEPING``); free: the stage list, mesh, eval batch, the non-training steps' sections,
+    loader threads, and the sections of stages that have not started."""
+    if not started:
+        return {}
+    relevant = {STAGE_SECTIONS[s] for s in started if s in STAGE_SECTIONS}
+    a, b = _flat(dict(saved)), _flat(current.to_dict())
+    changes = {}
+    for key in sorted(set(a) | set(b)):
+        top, _, rest = key.partition(".")
+        field = key.rsplit(".", 1)[-1]
+        if top in _FREE_TOP or (top == "data" and rest in _FREE_DATA):
+            continue
+        if top in STAGE_SECTIONS.values() and (top not in relevant or field in BOOKKEEPING):
+            continue
+        old, new = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if old != new and not (isinstance(old, (int, float)) and isinstance(new, (int, float)) and old == new):
+            changes[key] = (old, new)
+    return changes

@@ -23,12 +23,12 @@ images; it is a demo/smoke-test split, not a benchmark.
 from __future__ import annotations
 
 import functools
-import glob
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from titok_jax import workdir
 from titok_jax.errors import InputError
 from titok_jax.images import SKIMAGE_PHOTOS
 
@@ -189,7 +189,8 @@ class TfdsSource:
     """A prepared tfds dataset read through ``tfds`` data sources (array_record; no TensorFlow).
 
     Images stay encoded (``tfds.decode.SkipDecoding``) and are decoded with PIL by the loader, so a
-    corrupt record is skipped like a corrupt file. Never downloads or prepares anything.
+    corrupt record is skipped like a corrupt file. Never downloads or prepares anything. ``data_dir``
+    may be a local path or a ``gs://`` URL (checked through ``etils.epath``, as tfds reads it).
     """
 
     def __init__(
@@ -206,14 +207,15 @@ class TfdsSource:
         import tensorflow_datasets as tfds  # lazy: heavy, and only this source needs it
         from tensorflow_datasets.core import constants
 
-        data_dir = os.path.abspath(os.path.expanduser(str(data_dir or constants.DATA_DIR)))
-        if not os.path.isdir(data_dir):
+        data_dir = workdir.resolve(str(data_dir or constants.DATA_DIR))  # a local path or a gs:// URL
+        if not workdir.is_dir(data_dir):
             raise DataError(
                 f"tfds data_dir {data_dir} does not exist, so dataset {name!r} is not prepared there; "
                 + _prepare_hint(name, data_dir)
             )
         base = name.split(":")[0]
-        if not glob.glob(os.path.join(data_dir, base, "**", "dataset_info.json"), recursive=True):
+        prepared = workdir.path(data_dir) / base
+        if not (prepared.is_dir() and any(prepared.glob("**/dataset_info.json"))):
             try:
                 tfds.builder_cls(base.split("/")[0])
                 known = True

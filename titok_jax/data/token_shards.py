@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from titok_jax.data import tokens as tokens_lib
-from titok_jax.data.tokens import MANIFEST, shard_filename
+from titok_jax.data.tokens import MANIFEST, check_shard, entry_keys, expected_keys, shard_filename
 from titok_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,6 @@ def process_shards(total: int, process_index: int, process_count: int) -> List[i
     return list(range(process_index, total, process_count))
 
 
-def _entry_keys(index: np.ndarray, flipped: np.ndarray) -> np.ndarray:
-    """(index, flipped) -> one sortable int64 key per entry."""
-    return np.asarray(index, np.int64) * 2 + np.asarray(flipped, np.int64)
-
-
-def _expected_keys(start: int, stop: int, skipped: Sequence[int], flip: bool) -> np.ndarray:
-    idx = np.setdiff1d(np.arange(start, stop, dtype=np.int64), np.asarray(list(skipped), np.int64))
-    views = (0, 1) if flip else (0,)
-    return np.sort(np.concatenate([idx * 2 + v for v in views]))
-
-
 def fingerprint(*, num_images: int, image_size: int, flip: bool, shard_size: int, meta: Dict[str, Any]) -> str:
     """Hash of everything that determines the shards' content (mixing runs of different settings is refused)."""
     blob = json.dumps(
@@ -67,17 +56,6 @@ def fingerprint(*, num_images: int, image_size: int, flip: bool, shard_size: int
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def check_shard(data: Dict[str, np.ndarray], path: str, start: int, stop: int, flip: bool) -> None:
-    """Entries of a shard are exactly its range (less its skipped images) x views; ``TokenDataError`` if not."""
-    got = np.sort(_entry_keys(data["index"], data["flipped"]))
-    want = _expected_keys(start, stop, data["skipped_index"], flip)
-    if got.shape != want.shape or not np.array_equal(got, want):
-        raise tokens_lib.TokenDataError(
-            f"token shard {path} holds {len(got)} entries, expected {len(want)} (source images [{start}, {stop}) "
-            f"less {len(data['skipped_index'])} skipped, x{2 if flip else 1})"
-        )
 
 
 def write_atomic(path: str, write: Callable[[Any], None], process_index: int) -> None:
@@ -185,7 +163,7 @@ def finalize_manifest(
             elif data["tokens"].shape[1] != seq_len:
                 raise PretokenizeError(f"{path} has {data['tokens'].shape[1]} tokens per entry, others {seq_len}")
             max_label = max(max_label, int(data["labels"].max()))
-        keys.append(_entry_keys(data["index"], data["flipped"]))
+        keys.append(entry_keys(data["index"], data["flipped"]))
         sk = data["skipped_index"].tolist()
         skipped += [
             {"index": int(i), "name": str(nm), "reason": str(r)}
@@ -196,7 +174,7 @@ def finalize_manifest(
     found = int(sum(s["count"] for s in shards))
     expected = (n - len(skipped)) * views
     union = np.sort(np.concatenate(keys)) if keys else np.zeros((0,), np.int64)
-    want = _expected_keys(0, n, [d["index"] for d in skipped], flip)
+    want = expected_keys(0, n, [d["index"] for d in skipped], flip)
     if found != expected or union.shape != want.shape or not np.array_equal(union, want):
         raise PretokenizeError(
             f"count check failed in {out_dir}: the shards hold {found} entries (unique {len(np.unique(union))}), "

@@ -11,7 +11,8 @@
         skipped_index / skipped_name / skipped_reason   [m]: unreadable images of the shard's range
         fingerprint              str: hash of the settings that made the shard (tokenizer, sizes, flip)
 
-``TokenSource(DIR)`` validates the manifest and every shard once and keeps all ids in memory.
+``TokenSource(DIR)`` validates the manifest and every shard once (counts, settings, and that each
+shard holds exactly the source images ``[start, stop)`` the manifest gives it) and keeps all ids in memory.
 ``make_token_loader(DIR, ...)`` is the generator stage's data loader, with the same protocol as the
 image ``Loader`` (``iter()`` / ``iterator(state)``, ``get_state()`` / ``set_state()`` with grain's
 ``{'next_index': k}``, ``stats()``, ``steps_per_epoch``), yielding per-process batches
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import grain
 import jax
@@ -88,6 +89,31 @@ def read_shard(path: str) -> Dict[str, np.ndarray]:
     return data
 
 
+def entry_keys(index: np.ndarray, flipped: np.ndarray) -> np.ndarray:
+    """(index, flipped) -> one sortable int64 key per entry."""
+    return np.asarray(index, np.int64) * 2 + np.asarray(flipped, np.int64)
+
+
+def expected_keys(start: int, stop: int, skipped: Sequence[int], flip: bool) -> np.ndarray:
+    idx = np.setdiff1d(np.arange(start, stop, dtype=np.int64), np.asarray(list(skipped), np.int64))
+    views = (0, 1) if flip else (0,)
+    return np.sort(np.concatenate([idx * 2 + v for v in views]))
+
+
+def check_shard(data: Dict[str, np.ndarray], path: str, start: int, stop: int, flip: bool) -> None:
+    """Entries of a shard are exactly its range (less its skipped images) x views; ``TokenDataError`` if not."""
+    got = np.sort(entry_keys(data["index"], data["flipped"]))
+    want = expected_keys(start, stop, data["skipped_index"], flip)
+    if got.shape != want.shape or not np.array_equal(got, want):
+        stray = np.setdiff1d(got, want)
+        example = f"; e.g. it holds image {int(stray[0]) // 2}" if len(stray) else ""
+        raise TokenDataError(
+            f"token shard {path} does not cover the images it should: it holds {len(got)} entries, expected "
+            f"{len(want)} (source images [{start}, {stop}) less {len(data['skipped_index'])} skipped, "
+            f"x{2 if flip else 1}){example}"
+        )
+
+
 def read_manifest(directory: str) -> Dict[str, Any]:
     path = os.path.join(directory, MANIFEST)
     if not os.path.isdir(directory):
@@ -139,6 +165,7 @@ class TokenSource:
             raise TokenDataError(f"{directory}/{MANIFEST}: bad seq_len={k}, codebook_size={cb}, num_classes={nc}")
         parts: Dict[str, List[np.ndarray]] = {"tokens": [], "labels": [], "index": [], "flipped": []}
         fingerprint = m.get("fingerprint")
+        covered = 0
         for s in m["shards"]:
             path = os.path.join(directory, s["file"])
             d = read_shard(path)
@@ -152,12 +179,20 @@ class TokenSource:
                 raise TokenDataError(f"token shard {path} has {d['tokens'].shape[1]} tokens per example, not {k}")
             if fingerprint is not None and d["fingerprint"] != fingerprint:
                 raise TokenDataError(f"token shard {path} was made with other settings than {MANIFEST}; {_HINT}")
+            if "start" in s and "stop" in s:  # the source images the manifest says this shard covers
+                if s["start"] != covered:
+                    raise TokenDataError(f"{MANIFEST}: shard {s['file']} starts at image {s['start']}, not {covered}")
+                check_shard(d, path, int(s["start"]), int(s["stop"]), bool(m["flip"]))
+                covered = int(s["stop"])
             if n and (d["tokens"].min() < 0 or d["tokens"].max() >= cb):
                 raise TokenDataError(f"token shard {path} has ids outside [0, {cb}) (codebook_size in {MANIFEST})")
             if n and (d["labels"].min() < 0 or d["labels"].max() >= nc):
                 raise TokenDataError(f"token shard {path} has labels outside [0, {nc}) (num_classes in {MANIFEST})")
             for name in parts:
                 parts[name].append(d[name].reshape((n, k)) if name == "tokens" else d[name])
+        if covered and "num_images" in m and covered != m["num_images"]:
+            raise TokenDataError(f"{directory}/{MANIFEST}: the shards cover images [0, {covered}), not all "
+                                 f"{m['num_images']}; {_HINT}")  # fmt: skip
         self.tokens = np.concatenate(parts["tokens"]) if parts["tokens"] else np.zeros((0, k), np.int32)
         self.labels = np.concatenate(parts["labels"]) if parts["labels"] else np.zeros((0,), np.int32)
         self.index = np.concatenate(parts["index"]) if parts["index"] else np.zeros((0,), np.int64)

@@ -18,41 +18,43 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import numpy as np
 from PIL import Image
 
-from titok_jax.images import resize_center_crop, resize_shorter
+from titok_jax.images import open_image, resize_center_crop, resize_shorter, to_rgb
 
 
 def to_pil(image: Any) -> Image.Image:
-    """uint8 array (HW, HW1, HW3, HW4) / encoded bytes / file path / PIL image -> RGB PIL image.
+    """uint8/uint16 array (HW, HW1, HW3, HW4) / encoded bytes / file path / PIL image -> 8-bit RGB PIL
+    image (16-bit input scaled by its range: ``titok_jax.images.to_rgb``; images larger than
+    ``titok_jax.images.max_pixels()`` refused before decoding).
 
-    Raises (OSError, ValueError, PIL.UnidentifiedImageError, ...) on unreadable input; the loader
-    turns those into skipped examples.
+    Raises (``ImageError``, OSError, ValueError, ...) on unreadable input; the loader turns those into
+    skipped examples.
     """
     if isinstance(image, Image.Image):
         img = image
     elif isinstance(image, (bytes, bytearray, memoryview)):
-        img = Image.open(io.BytesIO(bytes(image)))
-        img.load()
+        img = open_image(io.BytesIO(bytes(image)), "encoded image")
     elif isinstance(image, (str, os.PathLike)):
         with open(image, "rb") as f:
-            img = Image.open(f)
-            img.load()
+            img = open_image(f, os.fspath(image))
     elif isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array, got dtype {image.dtype}")
+        if image.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected a uint8 or uint16 image array, got dtype {image.dtype}")
         arr = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
             raise ValueError(f"expected an image array [H, W], [H, W, 1|3|4]; got shape {image.shape}")
+        if arr.dtype == np.uint16:  # PIL has no 16-bit RGB(A): scale to 8 bits here (65535 -> 255)
+            arr = np.round(arr.astype(np.float64) * (255.0 / 65535.0)).astype(np.uint8)
         img = Image.fromarray(arr)
     else:
         raise TypeError(f"cannot decode an image from {type(image).__name__}")
     if img.width < 1 or img.height < 1:
         raise ValueError(f"empty image ({img.width}x{img.height})")
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return to_rgb(img)
 
 
 def _to_float(img: Image.Image) -> np.ndarray:
@@ -105,6 +107,3 @@ def read_example(source, i: int, transform: Optional[Callable[[Image.Image], Any
 def eval_reader(size: int) -> Callable[[Image.Image], np.ndarray]:
     """The eval transform at ``size`` as a one-argument function (for ``read_example``)."""
     return lambda img: eval_transform(img, size)
-
-
-SkipInfo = Tuple[str, str]

@@ -45,6 +45,23 @@ def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
+def _check_header(path: str, header) -> None:
+    """The parsed header is ``{name: {'dtype': str, 'shape': [int], 'data_offsets': [start, end]}}``."""
+    if not isinstance(header, dict):
+        raise WeightFileError(
+            f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, expected an object of tensors); "
+            "re-download or re-export it"
+        )
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        ok = isinstance(v, dict) and isinstance(v.get("dtype"), str) and isinstance(v.get("shape"), list)
+        offsets = v.get("data_offsets") if isinstance(v, dict) else None
+        ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+        if not ok or offsets[0] < 0 or offsets[1] < offsets[0] or not all(isinstance(d, int) for d in v["shape"]):
+            raise WeightFileError(f"{path}: corrupt safetensors header entry {k!r}: {str(v)[:200]}")
+
+
 def load_safetensors(path: str) -> Dict[str, np.ndarray]:
     _check_exists(path)
     # Validate the framing first so a truncated download gets a precise message.
@@ -63,6 +80,7 @@ def load_safetensors(path: str) -> Dict[str, np.ndarray]:
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise WeightFileError(f"{path}: corrupt safetensors header ({e})") from None
+    _check_header(path, header)
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise WeightFileError(

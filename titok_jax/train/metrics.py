@@ -2,8 +2,10 @@
 opt-in profiler window (``ProfileWindow``).
 
 TensorBoard files are written with tensorboardX (no TensorFlow needed, so training also runs on
-GPU hosts without TensorFlow); clu provides the parameter overview. Only process 0 writes metrics;
-every process writes its own profiler trace (one file per host).
+GPU hosts without TensorFlow; it writes ``gs://`` log directories itself); clu provides the parameter
+overview. Only process 0 writes metrics; every process writes its own profiler trace (one file per host).
+``metrics.jsonl`` is appended to on local filesystems only (object stores cannot append); a ``gs://`` run
+keeps its scalars in the event files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Dict, Mapping, Optional
 import jax
 import numpy as np
 from tensorboardX import SummaryWriter
+
+from titok_jax import workdir
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -35,9 +39,10 @@ class MetricWriter:
         self._tb = None
         self._jsonl = None
         if enabled:
-            os.makedirs(logdir, exist_ok=True)
+            workdir.path(logdir).mkdir(parents=True, exist_ok=True)
             self._tb = SummaryWriter(logdir)
-            self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
+            if not workdir.is_url(logdir):
+                self._jsonl = open(os.path.join(logdir, "metrics.jsonl"), "a")
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -45,8 +50,9 @@ class MetricWriter:
         clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
         for k, v in clean.items():
             self._tb.add_scalar(f"{self.prefix}{k}", v, step)
-        self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
-        self._jsonl.flush()
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
+            self._jsonl.flush()
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         if not self.enabled:
@@ -61,7 +67,8 @@ class MetricWriter:
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
-            self._jsonl.close()
+            if self._jsonl is not None:
+                self._jsonl.close()
 
 
 class Progress:
@@ -109,7 +116,7 @@ class ProfileWindow:
         if self.done:
             return
         if not self.active and self.start <= step < self.stop:
-            os.makedirs(self.logdir, exist_ok=True)
+            workdir.path(self.logdir).mkdir(parents=True, exist_ok=True)  # gs:// too (epath)
             jax.profiler.start_trace(self.logdir)
             self.active = True
             logging.getLogger(__name__).info("[%s] profiling steps %d..%d into %s", self.name, step, self.stop - 1,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, Tuple
 
 import jax
@@ -41,21 +40,21 @@ def check_teacher(run: RunConfig, workdir: str) -> str:
     path = run.teacher.checkpoint
     if not path:
         path = workdir_lib.final_dir(workdir, "teacher")
-        if not os.path.isdir(path) and "teacher" not in run.stages:
+        if not workdir_lib.is_dir(path) and "teacher" not in run.stages:
             raise StageError(
                 "no teacher: set config.teacher.checkpoint to an Orbax checkpoint of the MaskGIT-VQGAN "
                 "(convert the official maskgit-vqgan-imagenet-f16-256.bin with `titok-port import "
                 "--config=configs/maskgit_vqgan.py --weights=FILE --out=DIR`), or add 'teacher' to config.stages "
                 "to train one; for an offline run use --config=configs/demo.py"
             )
-    elif not os.path.isdir(os.path.expanduser(path)):
+    elif not workdir_lib.is_dir(workdir_lib.resolve(path)):
         raise StageError(
             f"teacher checkpoint {path} not found: download maskgit-vqgan-imagenet-f16-256.bin (Hugging Face "
             "fun-research/TiTok) or MaskGIT's tokenizer_imagenet256_checkpoint and convert it with `titok-port "
             "import --config=configs/maskgit_vqgan.py --weights=FILE --out=DIR`, then pass "
             "--config.teacher.checkpoint=DIR. For an offline run use --config=configs/demo.py."
         )
-    return os.path.expanduser(path)
+    return workdir_lib.resolve(path)
 
 
 def teacher_params(run: RunConfig, workdir: str) -> Tuple[Any, str]:
@@ -192,8 +191,8 @@ class Stage2(GanMixin, TiTokStage):
 
     def handoff(self, state, workdir):
         """Stage-1 EMA weights (ViT encoder/decoder, quantizer, latent tokens) + teacher decoder/codebook."""
-        path = self.sc.init_from or workdir_lib.final_dir(workdir, "stage1")
-        if not os.path.isdir(path):
+        path = workdir_lib.resolve(self.sc.init_from or workdir_lib.final_dir(workdir, "stage1"))
+        if not workdir_lib.is_dir(path):
             raise StageError(
                 f"stage2 starts from stage 1: {path} not found (run stage1 first or set config.stage2.init_from)"
             )
