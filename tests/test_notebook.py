@@ -5,7 +5,7 @@
 * the hub path, with the tiny fixture models saved into an offline hub cache under repo ids (the cells the
   official TiTok-L-32 runs through on Colab).
 
-The committed notebook carries the outputs of an offline run; it must not contain machine paths.
+Outputs committed with the notebook must not contain machine paths.
 """
 
 import json
@@ -64,10 +64,9 @@ def test_notebook_hub_path_from_an_offline_cache(tmp_path, monkeypatch):
     assert (tmp_path / "nb" / "samples" / "samples.npz").exists()
 
 
-def test_committed_notebook_has_outputs_and_no_machine_paths():
+def test_committed_notebook_has_no_machine_paths():
     nb = json.loads(NOTEBOOK.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c.get("outputs") for c in code), "commit the notebook with the outputs of a run"
     text = json.dumps([c.get("outputs") for c in code])
     found = re.findall(r"(?:/work/|/tmp/|/home/|/root/|/Users/|[A-Z]:\\\\)[^\s\"']*", text)
     assert not found, f"machine paths in the committed outputs: {found[:5]}"

@@ -25,6 +25,11 @@ def image_pairs(batch_size: int, image_size: int, seed: int = 0):
     return a, b
 
 
+def _device_name(dev) -> str:
+    kind = getattr(dev, "device_kind", "")
+    return dev.platform if kind in ("", dev.platform) else f"{dev.platform} {kind}"
+
+
 def measure(batches: int = 3, batch_size: int = 32, image_size: int = 256, num_images: int = 50_000) -> Dict:
     """Seconds per batch of ``batch_size`` for both paths (mean over ``batches`` timed batches after a
     warm-up batch) and the extrapolation to ``num_images``."""
@@ -44,7 +49,7 @@ def measure(batches: int = 3, batch_size: int = 32, image_size: int = 256, num_i
     t_host = (time.perf_counter() - t0) / batches
     per = num_images / batch_size
     return {
-        "device": f"{jax.devices()[0].platform} {getattr(jax.devices()[0], 'device_kind', '')}".strip(),
+        "device": _device_name(jax.devices()[0]),
         "batch": [batch_size, image_size, image_size, 3], "timed_batches": batches,
         "host_float64_s_per_batch": t_host, "device_jit_s_per_batch": t_dev, "speedup": t_host / t_dev,
         f"host_s_per_{num_images}": t_host * per, f"device_s_per_{num_images}": t_dev * per,
