@@ -6,13 +6,14 @@ float64 statistics -> Frechet distance, uint8 truncation, gathering, results fil
 """
 
 import json
+import logging
 
 import jax
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from titok_jax import checkpoint
+from titok_jax import checkpoint, logs
 from titok_jax.config import parse, presets
 from titok_jax.errors import InputError
 from titok_jax.images import to_uint8
@@ -31,7 +32,20 @@ def inception_file(tmp_path_factory):
     return str(path)
 
 
-def test_evaluate_step_through_the_pipeline(tmp_path, inception_file):
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_evaluate_step_through_the_pipeline(tmp_path, inception_file, monkeypatch):
+    monkeypatch.setattr(logs, "_terminal", lambda: False)  # progress as log lines (log files, notebooks, CI)
+    lines, progress_log = Lines(), logging.getLogger("titok_jax.progress")
+    progress_log.addHandler(lines)
+    monkeypatch.setattr(progress_log, "level", logging.INFO)
     config = presets.training_config("titok_tiny")
     config.stages = ("evaluate",)
     config.data = presets.data_config(source="photos", split="train", eval_split="eval")
@@ -44,7 +58,13 @@ def test_evaluate_step_through_the_pipeline(tmp_path, inception_file):
         dict(inception_weights=inception_file, max_images=6, batch_size=4, samples=str(tmp_path / "samples.npz"),
              reference=str(tmp_path / "ref.npz"))
     )  # fmt: skip
-    (summary,) = pipeline.run_all(parse(config), str(tmp_path))
+    try:
+        (summary,) = pipeline.run_all(parse(config), str(tmp_path))
+    finally:
+        progress_log.removeHandler(lines)
+    # progress with the expected total, on the reconstructions and on the samples
+    assert any(line.startswith("[evaluate] 6/6 img (100%)") for line in lines.lines), lines.lines
+    assert any(line.startswith("[evaluate samples] 6/6 img (100%)") for line in lines.lines), lines.lines
     res = json.loads((tmp_path / "evaluate" / "results.json").read_text())
     assert summary["num_images"] == res["num_images"] == 6  # batches of 4: the short last one counts too
     for key in ("rfid", "inception_score_recon", "psnr", "ssim", "codebook_usage", "codebook_entropy_bits"):

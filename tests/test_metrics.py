@@ -192,6 +192,25 @@ def test_ssim_matches_skimage():
         M.ssim(a[:, :8], b[:, :8])
 
 
+def test_device_psnr_ssim_agree_with_the_float64_oracle():
+    """evaluation.pixel (float32 jnp, inside jit) vs metrics (float64 NumPy) on uint8 images."""
+    import jax
+
+    from titok_jax.evaluation import pixel
+
+    rng = np.random.default_rng(3)
+    smooth = np.cumsum(rng.uniform(-8, 8, (4, 48, 56, 3)), axis=1) % 256  # structure, not only noise
+    a = smooth.astype(np.uint8)
+    b = np.clip(a + rng.normal(0, [[[[2.0]]], [[[10.0]]], [[[40.0]]], [[[0.0]]]], a.shape), 0, 255).astype(np.uint8)
+    b[3] = a[3]  # identical images: PSNR +inf, SSIM 1
+    p, s = jax.jit(lambda x, y: (pixel.psnr_u8(x, y), pixel.ssim_u8(x, y)))(a, b)
+    ref_p, ref_s = M.psnr(a / 255.0, b / 255.0), M.ssim(a / 255.0, b / 255.0)
+    np.testing.assert_allclose(np.asarray(p)[:3], ref_p[:3], atol=1e-4)
+    assert np.isinf(np.asarray(p)[3]) and np.isinf(ref_p[3])
+    np.testing.assert_allclose(np.asarray(s), ref_s, atol=2e-6)
+    assert ref_s.min() < 0.97 and ref_p[:3].min() < 25  # the noisiest pair is far from identical
+
+
 # --------------------------------------------------------------------------------------------------
 # Codebook usage and uint8 truncation
 # --------------------------------------------------------------------------------------------------

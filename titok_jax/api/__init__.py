@@ -1,6 +1,7 @@
 """The Python API for inference and weights: ``Tokenizer``, ``Sampler``, weight import/export.
 
 from titok_jax.api import Tokenizer, Sampler, import_weights, export_weights
+tok = Tokenizer.from_pretrained("yucornetto/tokenizer_titok_l32_imagenet")   # Hugging Face hub, folder or file
 """
 
 from titok_jax.api.sampler import Sampler

@@ -1,6 +1,7 @@
 """``Tokenizer``: a loaded image tokenizer with jit-compiled encode / decode, from any source of weights.
 
     from titok_jax.api import Tokenizer
+    tok = Tokenizer.from_pretrained("yucornetto/tokenizer_titok_b64_imagenet")   # hub repo, folder or file
     tok = Tokenizer.from_weights("configs/titok_b64.py", "tokenizer_titok_b64.safetensors")
     ids, _ = tok.encode(images)          # images float [B, 256, 256, 3] in [0, 1] -> ids int32 [B, 64]
     recon = tok.decode_tokens(ids)       # -> float32 [B, 256, 256, 3], clamped to [0, 1]
@@ -64,6 +65,36 @@ class Tokenizer:
         return cls(handle, jax.tree.map(jnp.asarray, params), meta)
 
     @classmethod
+    def from_pretrained(cls, name_or_path: str, config: Any = None, *, allow_pickle: bool = False,
+                        cache_dir: Optional[str] = None, dtype: str = "float32") -> "Tokenizer":  # fmt: skip
+        """From a Hugging Face hub repo (``yucornetto/tokenizer_titok_l32_imagenet``, ``hf:ORG/NAME[@REV]``,
+        ``hf://ORG/NAME/FILE``), a local hub folder (``config.json`` + ``model.safetensors``) or a single
+        weight file. The model comes from ``config.json`` (checked against the weights) unless ``config``
+        is given (then ``config.json``, when present, must agree with it). Downloads go to the standard
+        hub cache; with ``HF_HUB_OFFLINE=1`` they are read from it."""
+        path, _ = weights_lib.hub_folder_config(name_or_path, cache_dir)
+        if config is None:
+            run = weights_lib.run_from_weights(tokenizer=path, dtype=dtype)
+        else:
+            run = config_lib.load(config)
+        handle, params, meta = weights_lib.import_weights(run, path, allow_pickle=allow_pickle)
+        meta = dict(meta, source=str(name_or_path), weights=str(name_or_path), weights_format="official")
+        return cls(handle, jax.tree.map(jnp.asarray, params), meta)
+
+    def save_pretrained(self, folder: str) -> Dict[str, str]:
+        """``folder/model.safetensors`` (official keys and shapes) + ``config.json`` + ``README.md``
+        (mode 0644): what the official ``TiTok.from_pretrained(folder)`` loads (official sizes) and what
+        ``Tokenizer.from_pretrained(folder)`` loads (every model)."""
+        return weights_lib.save_pretrained(self.handle, self.params, folder)
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload titok_jax tokenizer") -> str:  # fmt: skip
+        """``save_pretrained`` and upload to the hub repo ``repo_id`` (created when missing); returns the
+        commit URL. Needs huggingface_hub and a login (``hf auth login``) or ``token``."""
+        return weights_lib.push_to_hub(self.handle, self.params, repo_id, private=private, token=token,
+                                       commit_message=commit_message)  # fmt: skip
+
+    @classmethod
     def random_init(cls, config: Any, seed: int = 0) -> "Tokenizer":
         handle = registry.tokenizer(config_lib.load(config))
         return cls(
@@ -78,9 +109,8 @@ class Tokenizer:
         stage under ``workdir``. ``section`` names the config section in error messages."""
         run = config_lib.load(run)
         source = source or TokenizerSource()
-        if source.tokenizer_weights:
-            weights = os.path.abspath(os.path.expanduser(source.tokenizer_weights))
-            return cls.from_weights(run, weights, allow_pickle=source.allow_pickle)
+        if source.tokenizer_weights:  # a file, a hub folder or a hub name
+            return cls.from_weights(run, source.tokenizer_weights, allow_pickle=source.allow_pickle)
         if run.model_kind != "titok" and not source.tokenizer_checkpoint:
             raise InputError(
                 f"set config.{section or 'the step'}.tokenizer_checkpoint to the MaskGIT-VQGAN's Orbax params"
@@ -129,6 +159,19 @@ class Tokenizer:
     def reconstruct(self, images) -> Tuple[np.ndarray, np.ndarray]:
         tokens, _ = self.encode(images)
         return tokens, self.decode_tokens(tokens)
+
+    def reconstruct_fn(self):
+        """The pure ``(params, images) -> (tokens, reconstructions clamped to [0, 1])`` (jit-able; tokens
+        are ids for VQ models, latents for VAE models) -- what ``reconstruct`` runs, for use inside a
+        larger jitted program (e.g. the evaluation's on-device metrics)."""
+        m, vq = self.module, self.is_vq
+
+        def fn(p, x):
+            latents, result = m.apply({"params": p}, x, method=m.encode)
+            tokens = result["ids"] if vq else latents
+            return tokens, jnp.clip(m.apply({"params": p}, tokens, method=m.decode_tokens), 0.0, 1.0)
+
+        return fn
 
     def ids_fn(self, batch_size: int, what: str = "batch_size", devices=None):
         """Jitted ``images float32 [batch_size, S, S, 3] in [0, 1] -> ids int32 [batch_size, L]`` (the

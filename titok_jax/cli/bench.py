@@ -3,6 +3,7 @@
 titok-bench                                                  # CPU: batch 8, float32
 titok-bench --models=titok_b64 --rows=generate,generate_decode --dtypes=bfloat16 --batch=256
 titok-bench --compare_official=PATH_TO_1D_TOKENIZER --official_python=PATH_TO_TORCH_VENV/bin/python
+titok-bench --pixel_metrics                                  # PSNR/SSIM: host float64 vs on-device jit
 
 Prints a header (device, processor, threads, CPU matmul backend, load average), then each table row as
 soon as it is measured; ``--json`` rewrites the file after every row. With ``--compare_official`` the
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from titok_jax.benchmarks import common as bench_common
-from titok_jax.benchmarks import compare, inference
+from titok_jax.benchmarks import compare, inference, pixel_metrics
 from titok_jax.cli import common
 from titok_jax.config import presets
 
@@ -39,6 +40,12 @@ flags.DEFINE_string("official_python", sys.executable, "Python with torch and th
 flags.DEFINE_integer("threads", None, "Pin this process (and the official one) to the first N CPUs "
                      "(default: all this process may use).")  # fmt: skip
 common.define_cpu_matmul()
+flags.DEFINE_bool(
+    "pixel_metrics",
+    False,
+    "Instead: time PSNR + SSIM of batches of 32 at 256 px, the float64 NumPy "
+    "oracle on the host vs the jitted versions on the device, extrapolated to 50,000 images.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +61,13 @@ def _configure_cpu() -> None:
 def main(argv) -> None:
     del argv
     _configure_cpu()  # before the first JAX computation (importing jax does not start a backend)
+    if FLAGS.pixel_metrics:
+        res = pixel_metrics.measure(batches=FLAGS.iters)
+        print(json.dumps(res, indent=2), flush=True)
+        if FLAGS.json:
+            with open(FLAGS.json, "w") as f:
+                json.dump(res, f, indent=2)
+        return
     bad = [m for m in FLAGS.models if m not in presets.GENERATORS] + [r for r in FLAGS.rows if r not in inference.ROWS]
     if bad:
         raise app.UsageError(f"unknown model/task {bad}; models: {sorted(presets.GENERATORS)}; tasks: {inference.ROWS}")

@@ -2,8 +2,11 @@
 
 Convention: absl flags with underscores; ``--config`` is a config file (``configs/<model>.py[:arg]``,
 every field overridable with ``--config.<key>=value``), ``--workdir`` a run directory,
-``--checkpoint`` an Orbax params directory, ``--weights`` an official weight file. The config is
-parsed once, here (``run_config()``), into a typed ``RunConfig``.
+``--checkpoint`` an Orbax params directory, ``--weights`` an official weight file, a hub folder or a
+Hugging Face hub name (``hf:ORG/NAME``; ``titok_jax.porting.hub``). The config is parsed once, here
+(``run_config()``), into a typed ``RunConfig``; without ``--config`` the ``config.json`` of the
+weights says which model it is. ``--compilation_cache=DIR`` (every command) turns on JAX's persistent
+compilation cache.
 
 Exit codes (``titok_jax.errors``): 0 success; 1 usage (a missing or unknown flag); 2 bad input (a
 config value, file, dataset or weights that cannot be used; one ``error:`` line says what and what
@@ -28,14 +31,18 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from titok_jax import errors, logs, parallel
+from titok_jax.api import weights as weights_lib
 from titok_jax.config.run import RunConfig, parse
 
 FLAGS = flags.FLAGS
 log = logging.getLogger("titok_jax.cli")
+flags.DEFINE_string("compilation_cache", None, "Directory of JAX's persistent compilation cache (opt-in): later "
+                    "runs reuse the compiled programs. Same as the JAX_COMPILATION_CACHE_DIR variable.")  # fmt: skip
 
 
 def define_config(help_text: str = "Config file, e.g. configs/titok_b64.py[:arg]; override fields with "
-                  "--config.<key>=value.") -> None:  # fmt: skip
+                  "--config.<key>=value. Optional when the weights are a hub repo or folder whose config.json "
+                  "says which model they are.") -> None:  # fmt: skip
     if "config" not in FLAGS:
         config_flags.DEFINE_config_file("config", None, help_text, lock_config=True)
 
@@ -76,11 +83,29 @@ def initialize_distributed() -> None:
     jax.distributed.initialize(**kw)
 
 
-def run_config() -> RunConfig:
-    """The ``--config`` flag, parsed once into a typed ``RunConfig``."""
-    if FLAGS.config is None:
-        raise app.UsageError("--config is required (e.g. --config=configs/titok_b64.py)")
-    return parse(FLAGS.config)
+def run_config(tokenizer_weights: Optional[str] = None, generator_weights: Optional[str] = None) -> RunConfig:
+    """The ``--config`` flag, parsed once into a typed ``RunConfig``; without it, the model-only
+    ``RunConfig`` that the ``config.json`` of the given weights (hub repo or folder) describes."""
+    if FLAGS.config is not None:
+        return parse(FLAGS.config)
+    if not (tokenizer_weights or generator_weights):
+        raise app.UsageError("--config is required (e.g. --config=configs/titok_b64.py) unless the weights are a "
+                             "hub repo or folder whose config.json says which model they are")  # fmt: skip
+    run = weights_lib.run_from_weights(tokenizer_weights, generator_weights)
+    log.info("model from the config.json of %s: %s", tokenizer_weights or generator_weights, run.model_name)
+    return run
+
+
+def enable_compilation_cache(directory: Optional[str]) -> None:
+    """JAX's persistent compilation cache in ``directory`` (every compiled program is kept)."""
+    if not directory:
+        return
+    path = os.path.abspath(os.path.expanduser(directory))
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    log.info("persistent compilation cache: %s", path)
 
 
 def require(*names: str) -> None:
@@ -113,6 +138,7 @@ def _guarded(main: Callable[[Sequence[str]], Optional[int]]) -> Callable[[Sequen
         parallel.choose_cpu_matmul(FLAGS.cpu_matmul if "cpu_matmul" in FLAGS else None)
         logs.setup()
         try:
+            enable_compilation_cache(FLAGS.compilation_cache)
             initialize_distributed()
             return main(argv)
         except app.UsageError:

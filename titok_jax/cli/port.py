@@ -1,10 +1,12 @@
 """``titok-port``: move weights between titok_jax and the official code.
 
   titok-port import --config=configs/titok_b64.py --weights=FILE --out=CKPT_DIR
+  titok-port import --weights=hf:yucornetto/tokenizer_titok_l32_imagenet --out=CKPT_DIR
   titok-port export --config=configs/titok_b64.py (--checkpoint=CKPT_DIR | --random_init=SEED) --out=DIR
 
 import: an official PyTorch state_dict (``.safetensors``; ``.bin`` with --allow_pickle and torch
-installed; or a hub folder with model.safetensors + config.json), or for the MaskGIT-VQGAN the
+installed; or a hub folder with model.safetensors + config.json, or a Hugging Face hub name -- then
+``--config`` may be left out: config.json says which model it is), or for the MaskGIT-VQGAN the
 original MaskGIT Flax checkpoint (``tokenizer_imagenet256_checkpoint``), -> an Orbax checkpoint that
 every other command and the training stages start from.
 
@@ -33,7 +35,9 @@ from titok_jax.models import registry
 
 common.define_config()
 flags.DEFINE_string(
-    "weights", None, "import: weight file (.safetensors, .bin, hub folder, or MaskGIT Flax checkpoint)."
+    "weights",
+    None,
+    "import: weight file (.safetensors, .bin, hub folder, hub name hf:ORG/NAME, or MaskGIT Flax checkpoint).",
 )
 flags.DEFINE_string("checkpoint", None, "export: titok_jax Orbax params directory.")
 flags.DEFINE_integer("random_init", None, "export: a random initialisation with this seed instead of a checkpoint.")
@@ -56,10 +60,10 @@ def main(argv) -> None:
     if len(argv) != 2 or argv[1] not in ("import", "export"):
         raise app.UsageError("expected a command: import or export\n" + __doc__)
     common.require("out")
-    cfg = common.run_config()
     t0 = time.time()
     if argv[1] == "import":
         common.require("weights")
+        cfg = common.run_config(**{("generator_weights" if FLAGS.generator else "tokenizer_weights"): FLAGS.weights})
         handle, params, meta = weights_lib.import_weights(cfg, FLAGS.weights, FLAGS.format, FLAGS.allow_pickle,
                                                           generator=FLAGS.generator)  # fmt: skip
         log.info("[port] writing Orbax checkpoint to %s", FLAGS.out)
@@ -67,6 +71,7 @@ def main(argv) -> None:
         log.info("[port] done in %.1fs: %s", time.time() - t0, step_dir)
         return
     source = common.one_of("checkpoint", "random_init")
+    cfg = common.run_config()
     handle = registry.handle(cfg, FLAGS.generator)
     if source == "random_init":
         log.info("[port] random initialisation of %s with seed %d", handle.name, FLAGS.random_init)

@@ -2,6 +2,10 @@
 
   titok-reconstruct --config=configs/titok_b64.py (--checkpoint=CKPT_DIR | --weights=FILE | --random_init=SEED)
       --images=a.png --images=b.jpg ... --out=DIR
+  titok-reconstruct --weights=hf:yucornetto/tokenizer_titok_l32_imagenet --images=skimage:all --out=DIR
+
+``--weights`` takes a file, a hub folder or a Hugging Face hub name; ``--config`` is optional when the
+weights' ``config.json`` says which model they are.
 
 Writes DIR/ids.npy (int32 [N, K]; VAE models: DIR/latents.npy), DIR/recon.npy (float32 [N, H, W, 3]
 clamped to [0, 1]), DIR/grid.png (inputs on top, reconstructions below), DIR/<name>.png (input |
@@ -20,13 +24,15 @@ import numpy as np
 from absl import app, flags
 
 from titok_jax import images as im
+from titok_jax import logs
 from titok_jax.api import Tokenizer
 from titok_jax.cli import common
 from titok_jax.evaluation.metrics import psnr
 
 common.define_config()
 flags.DEFINE_string("checkpoint", None, "titok_jax Orbax params directory (from `titok-port import` or training).")
-flags.DEFINE_string("weights", None, "Official weight file (.safetensors / hub folder; .bin with --allow_pickle).")
+flags.DEFINE_string("weights", None, "Official weights: .safetensors / hub folder / hub name (hf:ORG/NAME); .bin with "
+                    "--allow_pickle.")  # fmt: skip
 flags.DEFINE_integer("random_init", None, "Use untrained random weights with this seed (pipeline check).")
 flags.DEFINE_bool("allow_pickle", False, "Read PyTorch pickles via torch.load(weights_only=True).")
 flags.DEFINE_multi_string("images", None, "Image files or skimage:<name> / skimage:all (more may follow as arguments).")
@@ -43,13 +49,12 @@ def reconstruct(tok: Tokenizer, sources, out_dir: str, batch_size: int = 8):
     log.info("[reconstruct] %d image(s): %s", len(names), ", ".join(names))
     os.makedirs(out_dir, exist_ok=True)
     tokens, recon = [], []
-    for i in range(0, len(x), batch_size):
-        t1 = time.time()
-        t, r = tok.reconstruct(x[i : i + batch_size])
-        tokens.append(t)
-        recon.append(r)
-        log.info("[reconstruct] batch %d/%d: %d image(s) in %.1fs", i // batch_size + 1, -(-len(x) // batch_size),
-                 len(t), time.time() - t1)  # fmt: skip
+    with logs.progress(len(x), "reconstruct", "img") as bar:
+        for i in range(0, len(x), batch_size):
+            t, r = tok.reconstruct(x[i : i + batch_size])
+            tokens.append(t)
+            recon.append(r)
+            bar.update(len(t))
     tokens, recon = np.concatenate(tokens), np.concatenate(recon).astype(np.float32)
     is_ids = np.issubdtype(tokens.dtype, np.integer)
     np.save(
@@ -72,8 +77,8 @@ def main(argv) -> None:
     sources = list(FLAGS.images or []) + list(argv[1:])
     if not sources:
         raise app.UsageError("give --images=FILE (repeatable) or --images=skimage:all")
-    cfg = common.run_config()
     source = common.one_of("checkpoint", "weights", "random_init")
+    cfg = common.run_config(tokenizer_weights=FLAGS.weights if source == "weights" else None)
     t0 = time.time()
     if source == "checkpoint":
         tok = Tokenizer.from_checkpoint(cfg, FLAGS.checkpoint)

@@ -3,10 +3,13 @@
   titok-sample --config=configs/titok_b64.py --workdir=RUN --classes=1,2,3 --out=DIR
   titok-sample --config=configs/titok_b64.py --tokenizer_weights=tokenizer_titok_b64.bin \\
       --generator_weights=generator_titok_b64.bin --allow_pickle --classes=all --per_class=50 --out=DIR
+  titok-sample --tokenizer_weights=hf:yucornetto/tokenizer_titok_l32_imagenet \\
+      --generator_weights=hf:yucornetto/generator_titok_l32_imagenet --classes=207,360 --out=DIR
 
 The generator and tokenizer come from a training run (``--workdir``: ``generator/final`` + its
 finished tokenizer stage), from Orbax params directories (``--generator_checkpoint`` and
-``--tokenizer_checkpoint``, e.g. from ``titok-port import``) or from official weight files. Output
+``--tokenizer_checkpoint``, e.g. from ``titok-port import``) or from official weights (files, hub
+folders or hub names; without ``--config`` their ``config.json`` say which models they are). Output
 files: ``titok_jax.steps.sample.write_outputs``. Sampling settings default to the config's
 (``config.generator.sampling``: the official inference settings of the released models); flags override them.
 """
@@ -28,8 +31,10 @@ common.define_config()
 common.define_workdir("Training run directory (its generator/final and finished tokenizer stage).")
 flags.DEFINE_string("generator_checkpoint", None, "Orbax params of the generator.")
 flags.DEFINE_string("tokenizer_checkpoint", None, "Orbax params of the tokenizer.")
-flags.DEFINE_string("generator_weights", None, "Official generator weight file (.safetensors / hub folder / .bin).")
-flags.DEFINE_string("tokenizer_weights", None, "Official tokenizer weight file (.safetensors / hub folder / .bin).")
+flags.DEFINE_string("generator_weights", None, "Official generator weights (.safetensors / .bin / hub folder / "
+                    "hub name hf:ORG/NAME).")  # fmt: skip
+flags.DEFINE_string("tokenizer_weights", None, "Official tokenizer weights (.safetensors / .bin / hub folder / "
+                    "hub name hf:ORG/NAME).")  # fmt: skip
 flags.DEFINE_bool("allow_pickle", False, "Read PyTorch pickles via torch.load(weights_only=True).")
 flags.DEFINE_string("classes", "all", "Comma-separated class ids, or 'all' (0..num_classes-1).")
 flags.DEFINE_integer("per_class", 1, "Samples per listed class.")
@@ -53,7 +58,8 @@ _OVERRIDES = ("num_steps", "guidance_scale", "guidance_decay", "guidance_scale_p
 def main(argv) -> None:
     del argv
     common.require("out")
-    cfg = common.run_config()
+    from_weights = bool(FLAGS.generator_weights and FLAGS.tokenizer_weights) and not FLAGS.workdir
+    cfg = common.run_config(FLAGS.tokenizer_weights, FLAGS.generator_weights) if from_weights else common.run_config()
     settings = cfg.sampling(**{k: FLAGS[k].value for k in _OVERRIDES})
     if FLAGS.workdir:
         sampler = Sampler.from_workdir(cfg, FLAGS.workdir, settings)

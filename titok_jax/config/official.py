@@ -4,14 +4,25 @@
 code read ``config.json`` (the dict passed to ``TiTok(config)``): ``model.vq_model`` for a tokenizer,
 ``model.generator`` (+ ``model.vq_model.codebook_size``) for a generator, and
 ``dataset.preprocessing.crop_size``. These functions write and read that dict.
+
+Models the official classes cannot build (custom widths, e.g. the tiny test models; the MaskGIT-VQGAN)
+are described in a ``config.json`` by a ``titok_jax`` key instead (``custom_config``).
+``run_from_hub_configs`` turns the ``config.json`` of a tokenizer (and of a generator) into a
+``RunConfig``: how ``from_pretrained`` and the command lines know the model without ``--config``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
-from titok_jax.config.models import GeneratorConfig, SamplingConfig, TiTokConfig
+from titok_jax.config import presets
+from titok_jax.config.models import GeneratorConfig, SamplingConfig, TiTokConfig, VQGANConfig
+from titok_jax.config.run import MODEL_KINDS, RunConfig
+from titok_jax.config.sections import GeneratorSection
 from titok_jax.errors import ConfigError
+
+# The key of a config.json that describes a model in titok_jax's own terms (``custom_config``).
+TITOK_JAX_KEY = "titok_jax"
 
 _GENERATOR_KEYS = (
     "model_type",
@@ -164,3 +175,71 @@ def sampling_from_official(d: Dict[str, Any]) -> Dict[str, Any]:
     """The sampling settings an official config carries (``model.generator``), as SamplingConfig fields."""
     g = d.get("model", {}).get("generator", {}) if isinstance(d, dict) else {}
     return {ours: g[theirs] for ours, theirs in _SAMPLING_KEYS.items() if theirs in g}
+
+
+# ---------------------------------------------------------------------------------------------- hub configs
+def custom_config(kind: str, model, image_size: int) -> Dict[str, Any]:
+    """A ``config.json`` for a model the official classes cannot build: ``{"titok_jax": {...}}``."""
+    return {TITOK_JAX_KEY: {"model_kind": kind, "model": model.to_dict(), "image_size": int(image_size)}}
+
+
+def is_generator_config(d: Any) -> bool:
+    return isinstance(d, dict) and isinstance(d.get("model"), dict) and "generator" in d["model"]
+
+
+def tokenizer_from_hub_config(d: Dict[str, Any]) -> Tuple[str, Union[TiTokConfig, VQGANConfig], int]:
+    """(model_kind, model config, image size) of a tokenizer ``config.json``: the ``titok_jax`` key
+    (``custom_config``) or the official ``model.vq_model`` dict."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config.json must hold a JSON object, got {type(d).__name__}")
+    if TITOK_JAX_KEY in d:
+        t = d[TITOK_JAX_KEY]
+        kind = t.get("model_kind", "titok") if isinstance(t, dict) else None
+        if kind not in MODEL_KINDS:
+            raise ConfigError(f"config.json: {TITOK_JAX_KEY}.model_kind must be one of {sorted(MODEL_KINDS)}")
+        model = MODEL_KINDS[kind].from_dict(t.get("model", {}), where=f"{TITOK_JAX_KEY}.model")
+        size = int(t.get("image_size", model.image_size if kind == "titok" else 256))
+        return kind, model, size
+    model = tokenizer_from_official(d)
+    return "titok", model, model.image_size
+
+
+def preset_name(model) -> str:
+    """The preset whose model config equals ``model`` ('' when none does)."""
+    return next((name for name, m in presets.MODELS.items() if m == model), "")
+
+
+def run_from_hub_configs(tokenizer: Optional[Dict[str, Any]] = None, generator: Optional[Dict[str, Any]] = None,
+                         dtype: str = "float32") -> RunConfig:  # fmt: skip
+    """A model-only ``RunConfig`` from the ``config.json`` of a tokenizer and/or a generator.
+
+    The tokenizer comes from ``tokenizer`` (else from the generator's ``model.vq_model``, else from the
+    preset whose generator matches); the generator from ``generator`` (sampling settings: the matching
+    preset's official inference settings, updated by those the config.json carries), else the preset's
+    generator when the tokenizer is a preset model. The name is the matching preset's (``titok_l32``),
+    else ``custom``."""
+    if tokenizer is None and generator is None:
+        raise ConfigError("run_from_hub_configs needs the config.json of a tokenizer or of a generator")
+    gen = generator_from_official(generator) if generator is not None else None
+    if tokenizer is not None:
+        kind, model, size = tokenizer_from_hub_config(tokenizer)
+    else:
+        try:
+            kind, model, size = tokenizer_from_hub_config(generator)
+        except ConfigError:
+            names = [n for n, g in presets.GENERATORS.items() if g == gen]
+            if not names:
+                raise ConfigError(
+                    "the generator's config.json does not describe its tokenizer and matches no preset generator: "
+                    "give the tokenizer too (its config.json or --config)"
+                ) from None
+            kind, model, size = "titok", presets.MODELS[names[0]], presets.MODELS[names[0]].image_size
+    name = preset_name(model)
+    section = None
+    if gen is not None:
+        base = presets.SAMPLING.get(name, SamplingConfig()).to_dict()
+        base.update(sampling_from_official(generator))
+        section = GeneratorSection(model=gen, sampling=SamplingConfig.from_dict(base, where="sampling settings"))
+    d = {"model_name": name or "custom", "model_kind": kind, "model": model, "image_size": size, "dtype": dtype}
+    run = RunConfig.from_dict(d)
+    return run.replace(generator=section) if section is not None else run

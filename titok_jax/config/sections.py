@@ -84,13 +84,17 @@ class OptimConfig(ConfigMixin):
     checkpoint_every: int = 5_000
     eval_every: int = 10_000
     keep_checkpoints: int = 3
+    # opt-in profiler window: a jax.profiler trace of steps [profile_start, profile_start + profile_steps)
+    # into <stage>/logs (TensorBoard's profile tab); profile_steps=0: off
+    profile_start: int = 10
+    profile_steps: int = 0
 
     def __post_init__(self):
         errors = []
         for k in ("num_steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, k) < 1:
                 errors.append(f"{k} must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup_steps", "eval_every"):
+        for k in ("warmup_steps", "eval_every", "profile_start", "profile_steps"):
             if getattr(self, k) < 0:
                 errors.append(f"{k} must be >= 0, got {getattr(self, k)}")
         if not self.lr > 0:

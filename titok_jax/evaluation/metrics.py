@@ -212,7 +212,7 @@ SSIM_SIGMA = 1.5
 SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
-def _gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2
     w = np.exp(-(r**2) / (2 * sigma**2))
     return w / w.sum()
@@ -238,7 +238,7 @@ def ssim(a, b, max_val: float = 1.0) -> np.ndarray:
     a, b = _pair(a, b)
     if min(a.shape[1:3]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {a.shape[1:3]}")
-    w = _gaussian_window()
+    w = gaussian_window()
     c1, c2 = (SSIM_K1 * max_val) ** 2, (SSIM_K2 * max_val) ** 2
     out = []
     for i in range(0, a.shape[0], 8):  # chunks keep the float64 temporaries small

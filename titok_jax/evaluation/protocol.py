@@ -1,9 +1,11 @@
 """The evaluation protocol over a tokenizer or a set of samples (official_titok.md section 9).
 
 * ``evaluate_tokenizer``: reconstructions of every image are clamped to [0, 1] and turned into uint8 by
-  truncation, like the originals; PSNR and SSIM on those uint8 images; codebook usage of the ids; with
-  an ``InceptionFeatures``, rFID (the reference is the real images through the same network in the
-  same run) and the Inception Score of the reconstructions (1008-way ``logits_unbiased``).
+  truncation, like the originals; PSNR and SSIM on those uint8 images, computed on the device inside
+  the same jitted program as the reconstruction (``titok_jax.evaluation.pixel``; the float64 NumPy
+  versions in ``metrics`` are the test oracle); codebook usage of the ids; with an
+  ``InceptionFeatures``, rFID (the reference is the real images through the same network in the same
+  run) and the Inception Score of the reconstructions (1008-way ``logits_unbiased``).
 * ``evaluate_samples``: gFID against an ADM reference batch and the Inception Score of a ``samples.npz``.
 
 Multi-host: every process passes its own share of the images; per-image metrics, ids and features are
@@ -17,28 +19,52 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from titok_jax import parallel
+from titok_jax import logs, parallel
 from titok_jax.errors import InputError
-from titok_jax.evaluation import metrics
+from titok_jax.evaluation import metrics, pixel
 from titok_jax.evaluation.features import ref_stats_from_npz, stats_from_images
 from titok_jax.images import to_uint8
 
 
-def evaluate_tokenizer(tokenizer, batches, features=None, codebook_size: Optional[int] = None) -> Dict[str, Any]:
-    """Reconstruct every batch (float images in [0, 1]) and measure rFID / IS (with ``features``, an
-    ``InceptionFeatures``), PSNR, SSIM (on the uint8-truncated images, like the official evaluator) and
-    codebook usage. ``tokenizer``: anything with ``reconstruct(images) -> (ids, recon)``, e.g.
-    ``titok_jax.api.Tokenizer``."""
+def reconstruction_metrics_fn(tokenizer, batch_size: int, with_images: bool):
+    """``x float32 [batch_size, S, S, 3] -> (tokens, psnr [B], ssim [B][, real_u8, fake_u8])``: the
+    tokenizer's reconstruction, the uint8 truncation and PSNR/SSIM in one jitted program, data-parallel
+    over this process's local devices (``parallel.data_parallel``)."""
+    reconstruct = tokenizer.reconstruct_fn()
+
+    def fn(params, x):
+        tokens, recon = reconstruct(params, x)
+        real_u8, fake_u8 = to_uint8(x), to_uint8(recon)
+        out = (tokens, pixel.psnr_u8(real_u8, fake_u8), pixel.ssim_u8(real_u8, fake_u8))
+        return out + (real_u8, fake_u8) if with_images else out
+
+    size = tokenizer.image_size
+    return parallel.data_parallel(fn, tokenizer.params, batch_size, item_shape=(size, size, 3),
+                                  what="evaluate.batch_size")  # fmt: skip
+
+
+def evaluate_tokenizer(tokenizer, batches, features=None, codebook_size: Optional[int] = None, *,
+                       batch_size: int = 32, total: Optional[int] = None) -> Dict[str, Any]:  # fmt: skip
+    """Reconstruct every batch (float images in [0, 1], at most ``batch_size`` each) and measure rFID /
+    IS (with ``features``, an ``InceptionFeatures``), PSNR, SSIM (on the uint8-truncated images, like the
+    official evaluator; on the device) and codebook usage. ``tokenizer``: a ``titok_jax.api.Tokenizer``
+    (``reconstruct_fn``, ``params``, ``image_size``); ``total``: images to expect (progress display)."""
     real_stats, fake_stats = metrics.FeatureStats(), metrics.FeatureStats()
     psnr, ssim, ids_all, logits = [], [], [], []
     t0 = time.time()
+    run = reconstruction_metrics_fn(tokenizer, batch_size, with_images=features is not None)
+    bar = logs.progress(total, "evaluate", "img")
     for x in batches:
-        if x.shape[0]:
-            ids, recon = tokenizer.reconstruct(x)
-            real_u8, fake_u8 = to_uint8(x), to_uint8(np.clip(recon, 0.0, 1.0))
-            psnr.append(metrics.psnr(real_u8 / 255.0, fake_u8 / 255.0))
-            ssim.append(metrics.ssim(real_u8 / 255.0, fake_u8 / 255.0))
-            ids_all.append(np.asarray(ids).reshape(len(x), -1))
+        n = x.shape[0]
+        if n:
+            padded = np.zeros((batch_size,) + x.shape[1:], np.float32)
+            padded[:n] = x
+            out = [np.asarray(o)[:n] for o in run(padded)]
+            ids, p, s = out[:3]
+            psnr.append(p.astype(np.float64))
+            ssim.append(s.astype(np.float64))
+            ids_all.append(ids.reshape(n, -1))
+            real_u8, fake_u8 = (out[3], out[4]) if features is not None else (None, None)
         else:
             real_u8 = fake_u8 = np.zeros((0,) + x.shape[1:3] + (3,), np.uint8)
         if features is not None:  # collective with several processes: every process calls it
@@ -47,6 +73,8 @@ def evaluate_tokenizer(tokenizer, batches, features=None, codebook_size: Optiona
                 real_stats.update(fr["pool3"])
                 fake_stats.update(ff["pool3"])
                 logits.append(ff["logits_unbiased"])
+        bar.update(n)
+    bar.close()
     psnr = parallel.gather_rows(np.concatenate(psnr) if psnr else np.zeros((0,)))
     ssim = parallel.gather_rows(np.concatenate(ssim) if ssim else np.zeros((0,)))
     if psnr.size == 0:
@@ -77,7 +105,16 @@ def evaluate_samples(samples_npz: str, features, reference: str = "") -> Dict[st
     bs = features.batch_size
     steps = parallel.steps_for_share(len(images), bs)  # every process makes the same calls
     mine = images[parallel.process_share(len(images))]
-    stats, logits = stats_from_images((mine[i * bs : (i + 1) * bs] for i in range(steps)), features, True)
+    bar = logs.progress(len(mine), "evaluate samples", "img")
+
+    def chunks():
+        for i in range(steps):
+            chunk = mine[i * bs : (i + 1) * bs]
+            yield chunk
+            bar.update(len(chunk))
+
+    with bar:
+        stats, logits = stats_from_images(chunks(), features, True)
     out = {"num_samples": int(stats.n), "inception_score": float(metrics.inception_score(logits))}
     if reference:
         mu_r, s_r = ref_stats_from_npz(reference, features)

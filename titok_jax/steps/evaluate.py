@@ -83,8 +83,10 @@ def run(run_config: RunConfig, workdir: str) -> Dict[str, Any]:
     source = data_lib.make_source(run_config.data, train=sec.split == "train")
     log.info("[evaluate] tokenizer %s from %s; %r", tok.handle.name, tok.meta["weights"], source)
     batches = eval_image_batches(source, tok.image_size, sec.batch_size, sec.max_images)
+    n = len(source) if not sec.max_images else min(len(source), int(sec.max_images))
     results: Dict[str, Any] = {"tokenizer": str(tok.meta["weights"]), "split": sec.split}
-    results.update(evaluate_tokenizer(tok, batches, features, tok.codebook_size))
+    results.update(evaluate_tokenizer(tok, batches, features, tok.codebook_size, batch_size=sec.batch_size,
+                                      total=len(range(n)[parallel.process_share(n)])))  # fmt: skip
     samples = sec.samples
     if samples == "auto":
         samples = os.path.join(workdir, "sample", "samples.npz")

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from titok_jax import data as data_lib
-from titok_jax import parallel
+from titok_jax import logs, parallel
 from titok_jax import workdir as workdir_lib
 from titok_jax.api import ENCODE_PARTS, Tokenizer
 from titok_jax.config.run import RunConfig
@@ -77,6 +77,7 @@ def local_features(
     labels: List[np.ndarray] = []
     positions: List[np.ndarray] = []
     skipped: List[Tuple[str, str]] = []
+    bar = logs.progress(-(-n // process_count), f"linear_probe {'train' if train else 'eval'} features", "img")
     if full:
         loader = data_lib.make_loader(
             cfg,
@@ -95,7 +96,9 @@ def local_features(
             positions.append(k * g + rows)
             if len(pending) > 2:
                 feats.append(np.asarray(pending.pop(0)))
+                bar.update(batch_size)
         feats.extend(np.asarray(f) for f in pending)
+        bar.update(batch_size * len(pending))
         skipped.extend((str(a), str(b)) for a, b in loader.stats()["skipped"])
     rest = np.arange(full * g, n)[process_index::process_count]
     if rest.size:
@@ -115,6 +118,8 @@ def local_features(
             feats.append(np.asarray(feature_fn(x))[: len(images)])
             labels.append(np.asarray(labs, np.int64))
             positions.append(np.asarray(pos, np.int64))
+        bar.update(rest.size)
+    bar.close()
     out_f = np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, 0), np.float32)
     out_l = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
     out_p = np.concatenate(positions) if positions else np.zeros((0,), np.int64)

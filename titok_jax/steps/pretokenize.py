@@ -185,7 +185,8 @@ def _encode_shards(
     x = np.zeros((batch_size, image_size, image_size, 3), np.float32)
     acc: Dict[str, list] = collections.defaultdict(list)
     t_shard = time.time()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+    bar = logs.progress(sum(len(c) for _, c, _ in work), "pretokenize", "img")
+    with bar, concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
         pending: collections.deque = collections.deque()
         ahead = 2
 
@@ -229,6 +230,7 @@ def _encode_shards(
                 acc["index"] += index
                 acc["flipped"] += flipped
                 stats["images"] += rows // views
+            bar.update(len(chunk))
             if last:
                 stats["skipped"] += len(acc["skipped_index"])
                 shards_lib.write_shard(out_dir, s, total, acc, fp, process_index)

@@ -33,7 +33,7 @@ from titok_jax.train.checkpointing import (
     with_stop_flag,
     write_final,
 )
-from titok_jax.train.metrics import MetricWriter, Progress
+from titok_jax.train.metrics import MetricWriter, ProfileWindow, Progress
 from titok_jax.train.stages import Stage
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,10 @@ def _train(stage, run, workdir, mesh, max_steps, writer, ckpts, stop) -> Dict[st
             log.info("%s", Progress.line(name, step, total, host, timing))
         return stop_requested
 
+    logdir = os.path.join(workdir_lib.stage_dir(workdir, name), "logs")
+    profile = ProfileWindow(sc.profile_start, sc.profile_steps, logdir, name)
     for step in range(start, stop_at):
+        profile.before_step(step, state)
         batch = parallel.to_global_array(next(it), mesh, b_shard.spec)
         with jax.profiler.StepTraceAnnotation(name, step_num=step):
             state, metrics = step_fn(state, batch, aux, stop.device_flag(b_shard))
@@ -170,8 +173,10 @@ def _train(stage, run, workdir, mesh, max_steps, writer, ckpts, stop) -> Dict[st
                 writer.write_images(done_steps, {stage.grid_name: ev["grid"]})
             log.info("[%s] step %d: eval %s", name, done_steps, _fmt_scalars(ev["scalars"]))
         if stop_now:
+            profile.close(state)
             ckpts.wait()
             raise Preempted(f"{name}: saved step {done_steps} after a stop signal; rerun to resume")
+    profile.close(state)
     if pending is not None:
         read(*pending)
     ckpts.wait()

@@ -1,18 +1,22 @@
-"""Metric output at the edge of training: TensorBoard event files, console lines, JSON lines.
+"""Metric output at the edge of training: TensorBoard event files, console lines, JSON lines, and the
+opt-in profiler window (``ProfileWindow``).
 
 TensorBoard files are written with tensorboardX (no TensorFlow needed, so training also runs on
 GPU hosts without TensorFlow; it writes ``gs://`` log directories itself); clu provides the parameter
-overview. Only process 0 writes. ``metrics.jsonl`` is appended to on local filesystems only (object
-stores cannot append); a ``gs://`` run keeps its scalars in the event files.
+overview. Only process 0 writes metrics; every process writes its own profiler trace (one file per host).
+``metrics.jsonl`` is appended to on local filesystems only (object stores cannot append); a ``gs://`` run
+keeps its scalars in the event files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
+import jax
 import numpy as np
 from tensorboardX import SummaryWriter
 
@@ -95,3 +99,35 @@ class Progress:
             parts.append(f"{timing['steps_per_sec']:.2f} steps/s")
             parts.append(f"ETA {_fmt_duration(timing['eta_seconds'])}")
         return f"[{stage}] step {step}/{total} " + ", ".join(parts)
+
+
+class ProfileWindow:
+    """A ``jax.profiler`` trace of steps ``[start, start + num_steps)`` into ``logdir`` (written under
+    ``logdir/plugins/profile/``: TensorBoard's profile tab, or Perfetto / XProf). ``num_steps=0``: off.
+    Call ``before_step(step, state)`` at the top of every step and ``close(state)`` after the loop; a run
+    resumed inside the window traces from its first step."""
+
+    def __init__(self, start: int, num_steps: int, logdir: str, name: str = ""):
+        self.start, self.stop, self.logdir, self.name = int(start), int(start) + int(num_steps), logdir, name
+        self.active = False
+        self.done = num_steps <= 0
+
+    def before_step(self, step: int, state: Any) -> None:
+        if self.done:
+            return
+        if not self.active and self.start <= step < self.stop:
+            workdir.path(self.logdir).mkdir(parents=True, exist_ok=True)  # gs:// too (epath)
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+            logging.getLogger(__name__).info("[%s] profiling steps %d..%d into %s", self.name, step, self.stop - 1,
+                                             self.logdir)  # fmt: skip
+        elif self.active and step >= self.stop:
+            self.close(state)
+
+    def close(self, state: Any = None) -> None:
+        if self.active:
+            jax.block_until_ready(state)  # the traced steps' device work belongs in the trace
+            jax.profiler.stop_trace()
+            logging.getLogger(__name__).info("[%s] profiler trace written under %s", self.name,
+                                             os.path.join(self.logdir, "plugins", "profile"))  # fmt: skip
+        self.active, self.done = False, True
