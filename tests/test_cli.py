@@ -65,7 +65,9 @@ def test_reconstruct_round_trip(imported, tmp_path):
     _, x = load_images(["skimage:astronaut", "skimage:coffee"], 64)
     api_ids, api_recon = tok.reconstruct(x)
     np.testing.assert_array_equal(api_ids, ids)
-    np.testing.assert_allclose(api_recon, recon, atol=1e-6)
+    # The command line picks XLA's CPU matmul backend (parallel.CPU_MATMUL_DEFAULT) while this test process
+    # keeps jaxlib's own default, so float32 sums run in another order: pixels agree to 1e-4, ids exactly.
+    np.testing.assert_allclose(api_recon, recon, atol=1e-4)
 
 
 def test_reconstruct_from_weights_file_with_clashing_names(tmp_path):
