@@ -7,9 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from titok_jax import checkpoint
 from titok_jax.config import parse, presets
+from titok_jax.data import PhotosSource
+from titok_jax.data.tokens import TokenSource
 from titok_jax.models import registry
 from titok_jax.steps import pipeline
 from titok_jax.train.stages import generator as gs
@@ -83,6 +86,14 @@ def test_pretokenize_generator_sample_pipeline(tmp_path):
     np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
     assert samples.shape == (6, 64, 64, 3) and samples.dtype == np.uint8
     assert (tmp_path / "sample" / "grid.png").exists()
+    # the summary: codebook use of the pre-tokenized set; the class match of the samples (photos source),
+    # whose grid rows start with the class's photo (3 rows of 1 photo + 2 samples, 64 px + 2 px padding)
+    pre, sam = summaries[0], summaries[2]
+    tokens = TokenSource(str(tmp_path / "pretokenize")).tokens
+    assert pre["distinct_ids"] == len(np.unique(tokens)) and 1.0 <= pre["perplexity"] <= pre["distinct_ids"]
+    assert [r["class"] for r in sam["class_match"]["classes"]] == [0, 1, 2] and 0 <= sam["class_match"]["matched"] <= 3
+    assert sam["class_names"][:3] == list(PhotosSource().photos[:3])
+    assert Image.open(tmp_path / "sample" / "grid.png").size == (2 + 3 * 66, 2 + 3 * 66)
 
     # every step is marked done and skipped on a rerun; the generator's final params load by themselves
     for n in names:

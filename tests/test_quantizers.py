@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from titok_jax.quantizers import DiagonalGaussian, VectorQuantizer, codebook_usage, l2_normalize
+from titok_jax.quantizers.vq import restart_dead_codes
 
 
 def make(use_l2=True, k=16, c=4):
@@ -78,3 +79,18 @@ def test_vae_posterior():
     np.testing.assert_allclose(zero.kl(), 0.0, atol=1e-7)
     eps = jnp.ones((1, 2, 4))
     np.testing.assert_allclose(zero.sample(eps=eps), eps)
+
+
+def test_restart_dead_codes_replaces_only_dead_rows_with_latents():
+    codebook = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3) * 1e-3
+    latents = jax.random.normal(jax.random.key(0), (2, 5, 3)) + 10.0
+    dead = np.array([True, False, False, True, False, False, False, True])
+    out = np.asarray(restart_dead_codes(codebook, jnp.asarray(dead), latents, jax.random.key(1), noise=0.0))
+    np.testing.assert_array_equal(out[~dead], np.asarray(codebook)[~dead])
+    flat = np.asarray(latents).reshape(-1, 3)
+    for row in out[dead]:  # every restarted row is one of the latents
+        assert np.min(np.abs(flat - row).sum(1)) == 0.0
+    noisy = np.asarray(restart_dead_codes(codebook, jnp.asarray(dead), latents, jax.random.key(1), noise=0.01))
+    assert 0 < np.abs(noisy - out).max() < 0.6  # noise std = 1% of the latents' RMS (~10)
+    none = restart_dead_codes(codebook, jnp.zeros(8, bool), latents, jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(none), np.asarray(codebook))

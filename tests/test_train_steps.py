@@ -195,3 +195,32 @@ def test_own_schedule_vs_optax_warmup_cosine():
         optax.warmup_cosine_decay_schedule(0.0, 1e-3, 5, 5, 1e-4)
     full_warmup = optim.cosine_schedule(1e-3, 1e-4, 5, 5)
     np.testing.assert_allclose([float(full_warmup(s)) for s in range(5)], [0.0, 2e-4, 4e-4, 6e-4, 8e-4], rtol=1e-6)
+
+
+@pytest.mark.parametrize("stage_name,section", [("teacher", "teacher_train"), ("stage1", "stage1")])
+def test_dead_code_restart_option(stage_name, section):
+    """Off by default (no counts in the state); with dead_code_restart_every=2 the counts accumulate and,
+    every 2 steps, the codes no latent chose become latents of the batch, in params and EMA alike."""
+    stage, state, _, aux = compiled(stage_name)
+    assert stage.sc.dead_code_restart_every == 0 and state.code_counts is None
+    config = with_changes(tiny_config(), **{section: dict(dead_code_restart_every=2, dead_code_restart_noise=0.0)})
+    stage = make_stage(stage_name, config)
+    state = jax.jit(stage.init_state)(jax.random.key(0))
+    k = stage.restart_codebook_size()
+    assert state.code_counts.shape == (k,)
+    step = jax.jit(stage.train_step)
+    state, m = step(state, images(), aux)
+    assert "_latents" not in m and "_ids" not in m and float(m["restarted_codes"]) == 0.0
+    per_image = 16 if stage_name == "teacher" else config.model.num_latent_tokens  # a 4x4 grid / 8 tokens
+    assert int(state.code_counts.sum()) == 4 * per_image
+    before = np.asarray(state.params["quantize"]["embedding"])
+    used = np.asarray(state.code_counts) > 0
+    state, m = step(state, images(seed=1), aux)  # step 2: restart
+    assert int(state.code_counts.sum()) == 0
+    after = np.asarray(state.params["quantize"]["embedding"])
+    n = int(m["restarted_codes"])
+    assert 0 < n <= k - used.sum()
+    # restarted rows jump to latents; Adam moves a row by ~lr = 1e-3 per step at most
+    restarted = np.abs(after - before).max(axis=1) > 1e-2
+    assert restarted.sum() == n and not (restarted & used).any()
+    np.testing.assert_array_equal(np.asarray(state.ema_params["quantize"]["embedding"])[restarted], after[restarted])

@@ -15,10 +15,11 @@ Multi-host: one process per host through JAX's distributed runtime (``--coordina
 
 from __future__ import annotations
 
+import jax
 from absl import flags
 
 from titok_jax.cli import common
-from titok_jax.steps import pipeline
+from titok_jax.steps import pipeline, report
 
 common.define_config()
 common.define_workdir()
@@ -34,6 +35,9 @@ def main(argv) -> None:
     common.require("workdir")
     summaries = pipeline.run_all(common.run_config(), FLAGS.workdir, FLAGS.max_steps, FLAGS.allow_config_change)
     common.print_summary(summaries)
+    text = report.format_report(summaries)
+    if text and jax.process_index() == 0:
+        print(text, flush=True)
 
 
 def run() -> None:

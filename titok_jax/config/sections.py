@@ -134,12 +134,31 @@ class PixelLossConfig(ConfigMixin):
         check(errors, "pixel loss settings")
 
 
+def check_restart(sc) -> None:
+    """``dead_code_restart_every = N > 0``: every N steps, each codebook row that no latent chose in those
+    N steps is re-initialised to a latent of the current batch (+ ``dead_code_restart_noise`` x their
+    RMS); 0 (the default, and the official recipes) = off."""
+    errors = []
+    if sc.dead_code_restart_every < 0:
+        errors.append(f"dead_code_restart_every must be >= 0 (0 = off), got {sc.dead_code_restart_every}")
+    if sc.dead_code_restart_noise < 0:
+        errors.append(f"dead_code_restart_noise must be >= 0, got {sc.dead_code_restart_noise}")
+    check(errors, f"{sc.name} settings")
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage1Config(OptimConfig):
     """Stage 1: TiTok predicts the teacher's proxy codes (official ``configs/training/TiTok/stage1``)."""
 
     name: str = "stage1"
     quantizer_weight: float = 1.0
+    # dead-code restart of the TiTok codebook (0 = off, the official recipe): see check_restart
+    dead_code_restart_every: int = 0
+    dead_code_restart_noise: float = 0.01
+
+    def __post_init__(self):
+        OptimConfig.__post_init__(self)
+        check_restart(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +191,13 @@ class TeacherTrainConfig(Stage2Config):
     name: str = "teacher"
     quantizer_weight: float = 1.0
     commitment_cost: float = 0.25
+    # dead-code restart of the VQGAN codebook (0 = off, the official recipe): see check_restart
+    dead_code_restart_every: int = 0
+    dead_code_restart_noise: float = 0.01
+
+    def __post_init__(self):
+        Stage2Config.__post_init__(self)
+        check_restart(self)
 
 
 @dataclasses.dataclass(frozen=True)

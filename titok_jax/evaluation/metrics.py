@@ -18,7 +18,7 @@ rebuilt and merged later.
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from scipy import linalg
@@ -270,3 +270,29 @@ def codebook_usage(ids, codebook_size: int) -> Tuple[float, float]:
     counts = np.bincount(ids, minlength=codebook_size).astype(np.float64)
     p = counts / counts.sum()
     return float(np.count_nonzero(counts) / codebook_size), float(-np.sum(p * np.log2(p + ENTROPY_EPS)))
+
+
+def class_match(samples, labels, references) -> Dict[str, Any]:
+    """Do class-conditional samples look like their class's image? ``samples`` [N, H, W, 3] and
+    ``references`` [C, H, W, 3] (one image per class, same scale), ``labels`` int [N] in [0, C).
+
+    Each sample's nearest reference is the one with the lowest pixel MSE (a reference's mirror image
+    counts as the reference). Returns ``{'classes': [{'class', 'samples', 'own_nearest', 'nearest'}...],
+    'matched': #classes whose samples are, by majority, nearest to their own reference}``;
+    ``nearest`` is the reference most of the class's samples are nearest to."""
+    x = np.asarray(samples, np.float64)
+    refs = np.asarray(references, np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    if x.ndim != 4 or refs.ndim != 4 or x.shape[1:] != refs.shape[1:] or len(labels) != len(x):
+        raise ValueError(f"samples {x.shape}, labels {labels.shape} and references {refs.shape} do not match")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(refs)):
+        raise ValueError(f"labels must lie in [0, {len(refs)})")
+    both = np.stack([refs, refs[:, :, ::-1]], axis=1)  # [C, 2, H, W, 3]
+    mse = np.mean(np.square(x[:, None, None] - both[None]), axis=(3, 4, 5)).min(axis=2)  # [N, C]
+    nearest = np.argmin(mse, axis=1)
+    rows = []
+    for c in sorted(set(labels.tolist())):
+        near = nearest[labels == c]
+        rows.append({"class": int(c), "samples": int(len(near)), "own_nearest": int(np.sum(near == c)),
+                     "nearest": int(np.bincount(near).argmax())})  # fmt: skip
+    return {"classes": rows, "matched": int(sum(2 * r["own_nearest"] > r["samples"] for r in rows))}

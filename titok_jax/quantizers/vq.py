@@ -57,6 +57,21 @@ def codebook_usage(ids: jax.Array, codebook_size: int) -> Dict[str, jax.Array]:
     }
 
 
+def restart_dead_codes(
+    codebook: jax.Array, dead: jax.Array, latents: jax.Array, rng: jax.Array, noise: float = 0.01
+) -> jax.Array:
+    """Dead-code restart (an option, not part of the official recipes): every row of ``codebook`` [K, D]
+    with ``dead`` [K] set becomes a vector drawn uniformly (with replacement) from ``latents`` [..., D],
+    plus Gaussian noise of ``noise`` x the latents' RMS so that codes restarted on one latent differ.
+    Live rows are returned unchanged."""
+    flat = latents.reshape(-1, latents.shape[-1]).astype(jnp.float32)
+    r_pick, r_noise = jax.random.split(rng)
+    picked = flat[jax.random.randint(r_pick, (codebook.shape[0],), 0, flat.shape[0])]
+    rms = jnp.sqrt(jnp.mean(jnp.square(flat)))
+    fresh = picked + noise * rms * jax.random.normal(r_noise, picked.shape, jnp.float32)
+    return jnp.where(dead[:, None], fresh.astype(codebook.dtype), codebook)
+
+
 def codebook_init(codebook_size: int):
     """The official codebook init of TiTok and the MaskGIT-VQGAN: U(-1/K, 1/K)."""
 

@@ -36,7 +36,8 @@ from titok_jax.api import ENCODE_PARTS, Tokenizer
 from titok_jax.config.run import RunConfig
 from titok_jax.data import token_shards as shards_lib
 from titok_jax.data.token_shards import PretokenizeError
-from titok_jax.data.tokens import shard_filename
+from titok_jax.data.tokens import TokenSource, shard_filename
+from titok_jax.evaluation import metrics
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ def run(run_config: RunConfig, workdir: str) -> Dict[str, Any]:
         jax.local_device_count(),
     )
     source = data_lib.make_source(run_config.data, train=sec.split == "train")
-    return pretokenize(
+    summary = pretokenize(
         encode_fn,
         source,
         out_dir,
@@ -290,3 +291,10 @@ def run(run_config: RunConfig, workdir: str) -> Dict[str, Any]:
         codebook_size=tok.codebook_size,
         num_threads=sec.num_threads,
     )
+    if jax.process_index() == 0:  # codebook use of the whole pre-tokenized set
+        tokens = TokenSource(out_dir).tokens
+        usage, bits = metrics.codebook_usage(tokens, tok.codebook_size)
+        summary.update(distinct_ids=int(len(np.unique(tokens))), codebook_usage=usage, perplexity=float(2.0**bits))
+        log.info("[pretokenize] %d distinct ids of %d (perplexity %.1f)", summary["distinct_ids"], tok.codebook_size,
+                 summary["perplexity"])  # fmt: skip
+    return summary

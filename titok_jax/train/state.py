@@ -14,6 +14,8 @@ class TrainState:
 
     ``disc_params`` / ``disc_opt_state`` / ``lecam`` are None for stages without a discriminator.
     ``lecam`` holds the two LeCam EMA buffers ``{'ema_real': f32[], 'ema_fake': f32[]}``.
+    ``code_counts`` (int32 [K]) counts codebook assignments since the last dead-code restart (stages
+    with ``dead_code_restart_every > 0``); None otherwise.
     """
 
     step: jax.Array
@@ -24,3 +26,4 @@ class TrainState:
     disc_params: Optional[Any] = None
     disc_opt_state: Optional[Any] = None
     lecam: Optional[Any] = None
+    code_counts: Optional[Any] = None

@@ -31,6 +31,7 @@ from titok_jax.config.run import RunConfig
 from titok_jax.evaluation import metrics as metrics_lib
 from titok_jax.models.layers import DTYPES
 from titok_jax.porting.mapping import NameMap
+from titok_jax.quantizers.vq import restart_dead_codes
 from titok_jax.train.optim import cosine_schedule, ema_update, make_optimizer
 from titok_jax.train.state import TrainState
 
@@ -91,6 +92,10 @@ class Stage(abc.ABC):
         """The typed config of the trained model (stored with the final params)."""
         return None
 
+    def restart_codebook_size(self) -> int:
+        """Rows of ``params['quantize']['embedding']``, for stages that support the dead-code restart."""
+        raise NotImplementedError(f"{self.name}: dead_code_restart_every is not supported by this stage")
+
     # -- data and eval (image stages; the generator stage overrides) ----------------------------
     def loaders(self, workdir: str, process_index: int, process_count: int):
         """(train loader, eval loader) for this process."""
@@ -100,13 +105,26 @@ class Stage(abc.ABC):
         ev = data_lib.make_loader(self.run.data, global_batch_size=self.run.eval.batch_size, train=False, **common)
         return train, ev
 
+    def eval_ids(self, state, batch, aux) -> Optional[jax.Array]:
+        """Token ids of the eval images under the trained tokenizer (None: the stage has none)."""
+        return None
+
     def eval_outputs(self, state, batch, aux) -> Dict[str, jax.Array]:
-        return {"orig": batch["image"], "recon": self.reconstruct(state, batch, aux)}
+        out = {"orig": batch["image"], "recon": self.reconstruct(state, batch, aux)}
+        ids = self.eval_ids(state, batch, aux)
+        return out if ids is None else dict(out, ids=ids)
 
     def eval_summary(self, outputs: Dict[str, Any]) -> Tuple[Dict[str, float], Any]:
+        """PSNR of the held-out batch (+ codebook use of its ids: distinct ids, perplexity = 2^entropy)
+        and the grid of originals (top row) over their reconstructions."""
         orig = np.asarray(outputs["orig"], np.float32)
         recon = np.clip(np.asarray(outputs["recon"], np.float32), 0.0, 1.0)
-        return {"psnr": float(np.mean(metrics_lib.psnr(orig, recon)))}, im.grid([orig, recon])
+        scalars = {"psnr": float(np.mean(metrics_lib.psnr(orig, recon)))}
+        if "ids" in outputs:
+            ids = np.asarray(outputs["ids"]).astype(np.int64)
+            _, bits = metrics_lib.codebook_usage(ids, self.model_config.codebook_size)
+            scalars.update(distinct_ids=int(len(np.unique(ids))), perplexity=float(2.0**bits))
+        return scalars, im.grid([orig, recon])
 
     # -- common ---------------------------------------------------------------------------------
     def tx(self, params):
@@ -121,6 +139,7 @@ class Stage(abc.ABC):
             opt_state=self.tx(params).init(params),
             ema_params=jax.tree.map(jnp.copy, params) if self.sc.ema_decay else None,
             rng=r_state,
+            code_counts=jnp.zeros((self.restart_codebook_size(),), jnp.int32) if self.restart_every() else None,
         )
 
     def load_aux(self, workdir: str) -> Dict[str, Any]:
@@ -139,6 +158,7 @@ class Stage(abc.ABC):
             return self.generator_loss(params, state, batch, aux, step_rng)
 
         (loss, (metrics, output)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        restart_in = {k: metrics.pop(k) for k in ("_latents", "_ids") if k in metrics}  # never logged
         updates, opt_state = self.tx(state.params).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), update_norm=optax.tree.norm(updates))
@@ -147,7 +167,37 @@ class Stage(abc.ABC):
         if ema is not None:
             ema = ema_update(ema, params, state.step, self.sc.ema_decay)
         new = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema, rng=rng)
+        if restart_in:
+            new, metrics["restarted_codes"] = self._restart_dead_codes(new, restart_in["_latents"], restart_in["_ids"])
         return self.after_update(new, state, batch, output, metrics)
+
+    # -- optional dead-code restart (off in the official recipes) -------------------------------
+    # With ``<section>.dead_code_restart_every = N > 0`` the state counts the assignments of the codebook
+    # at ``params['quantize']['embedding']`` (``TrainState.code_counts``); every N steps each row that no
+    # latent chose in those N steps becomes a (pre-quantization) latent of the current batch plus
+    # ``dead_code_restart_noise`` x their RMS, in the trained and EMA params alike, and the counts restart.
+    # A stage supports it with ``restart_codebook_size`` and ``_latents`` / ``_ids`` in its metrics.
+    def restart_every(self) -> int:
+        return int(getattr(self.sc, "dead_code_restart_every", 0))
+
+    def _restart_dead_codes(self, state: TrainState, latents, ids):
+        k = self.restart_codebook_size()
+        counts = state.code_counts + jnp.bincount(ids.reshape(-1), length=k).astype(jnp.int32)
+        due = state.step % self.restart_every() == 0  # state.step: already advanced
+        dead = due & (counts == 0)
+        rng = jax.random.fold_in(state.rng, 0xDC)
+
+        def restart(params):
+            q = dict(params["quantize"])
+            q["embedding"] = restart_dead_codes(q["embedding"], dead, latents, rng, self.sc.dead_code_restart_noise)
+            return dict(params, quantize=q)
+
+        state = state.replace(
+            params=restart(state.params),
+            ema_params=restart(state.ema_params) if state.ema_params is not None else None,
+            code_counts=jnp.where(due, 0, counts),
+        )
+        return state, jnp.sum(dead).astype(jnp.float32)
 
     def after_update(self, new: TrainState, old: TrainState, batch, output, metrics):
         """Hook after the trained model's update (the GAN stages train their discriminator here)."""

@@ -24,6 +24,7 @@ from titok_jax.config.models import TiTokConfig, VQGANConfig
 from titok_jax.config.run import RunConfig
 from titok_jax.errors import InputError
 from titok_jax.models import maskgit_vqgan, maskgit_vqgan_map, titok, titok_map
+from titok_jax.quantizers.vq import l2_normalize
 from titok_jax.train.stages.base import Stage
 from titok_jax.train.stages.gan import GanMixin
 
@@ -94,18 +95,26 @@ class TeacherStage(GanMixin, Stage):
         def fwd(mm, x):
             z = mm.encoder(x.astype(mm.dtype)).astype(jnp.float32)
             z_st, res = mm.quantize.with_losses(z, self.sc.commitment_cost)
-            return mm.decoder(z_st.astype(mm.dtype)).astype(jnp.float32), res
+            return mm.decoder(z_st.astype(mm.dtype)).astype(jnp.float32), res, z
 
-        recon, res = self.module.apply({"params": params}, images, method=fwd)
+        recon, res, z = self.module.apply({"params": params}, images, method=fwd)
         total, metrics = self.pixel_losses(images, recon, aux, state, state.step)
         total = total + self.sc.quantizer_weight * res["quantizer_loss"]
         metrics.update(
             {k: res[k] for k in ("quantizer_loss", "codebook_usage", "codebook_perplexity", "codebook_entropy_bits")}
         )
+        if self.restart_every():  # consumed by Stage.train_step's dead-code restart
+            metrics.update(_latents=jax.lax.stop_gradient(z), _ids=res["ids"])
         return total, (metrics, recon)
+
+    def restart_codebook_size(self) -> int:
+        return self.model_config.codebook_size
 
     def reconstruct(self, state, batch, aux):
         return self.module.apply({"params": self.final_params(state)}, batch["image"])[0]
+
+    def eval_ids(self, state, batch, aux):
+        return self.module.apply({"params": self.final_params(state)}, batch["image"])[1]["ids"]
 
 
 # ---------------------------------------------------------------------------------------------- TiTok
@@ -124,6 +133,12 @@ class TiTokStage(Stage):
 
     def init_params(self, rng):
         return titok.init_params(self.model_config, rng, self.dtype)
+
+    def eval_ids(self, state, batch, aux):
+        if self.model_config.quantize_mode != "vq":
+            return None
+        m = self.module
+        return m.apply({"params": self.final_params(state)}, batch["image"], method=m.encode)[1]["ids"]
 
     def _titok(self) -> TiTokConfig:
         if not isinstance(self.run.model, TiTokConfig):
@@ -155,7 +170,13 @@ class Stage1(TiTokStage):
         images = batch["image"]
         t = self._teacher()
         targets = jax.lax.stop_gradient(t.apply({"params": aux["teacher"]}, images, method=t.encode)[1]["ids"])
-        logits, res = self.module.apply({"params": params}, images)  # [B, g, g, 1024]
+
+        def fwd(mm, x):
+            z = mm.encode_continuous(x)
+            z_st, res = mm.quantize(z)
+            return mm.decode(z_st), res, z
+
+        logits, res, z = self.module.apply({"params": params}, images, method=fwd)  # [B, g, g, 1024]
         if logits.shape[1:3] != targets.shape[1:3]:
             raise StageError(f"teacher grid {targets.shape[1:3]} != TiTok decoder grid {logits.shape[1:3]}")
         logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -169,7 +190,13 @@ class Stage1(TiTokStage):
             "codebook_usage": res["codebook_usage"],
             "codebook_perplexity": res["codebook_perplexity"],
         }
+        if self.restart_every():  # the latents as the quantizer compares them (l2-normalised if it normalises)
+            z = l2_normalize(z) if self.model_config.use_l2_norm else z
+            metrics.update(_latents=jax.lax.stop_gradient(z), _ids=res["ids"])
         return total, (metrics, None)
+
+    def restart_codebook_size(self) -> int:
+        return self.model_config.codebook_size
 
     def reconstruct(self, state, batch, aux):
         t = self._teacher()
