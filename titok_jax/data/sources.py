@@ -215,7 +215,9 @@ class TfdsSource:
             )
         base = name.split(":")[0]
         prepared = workdir.path(data_dir) / base
-        if not (prepared.is_dir() and any(prepared.glob("**/dataset_info.json"))):
+        # NAME/VERSION/ or NAME/CONFIG/VERSION/ (epath refuses a recursive ** glob, which on gs:// means many RPCs)
+        infos = [p for pat in ("*/dataset_info.json", "*/*/dataset_info.json") for p in prepared.glob(pat)]
+        if not (prepared.is_dir() and infos):
             try:
                 tfds.builder_cls(base.split("/")[0])
                 known = True
