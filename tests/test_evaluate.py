@@ -11,6 +11,7 @@ import logging
 import jax
 import numpy as np
 import pytest
+from logcapture import Lines
 from safetensors.numpy import save_file
 
 from titok_jax import checkpoint, logs
@@ -30,15 +31,6 @@ def inception_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("inc") / "pt_inception_random.safetensors"
     save_file(state, str(path))
     return str(path)
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def test_evaluate_step_through_the_pipeline(tmp_path, inception_file, monkeypatch):

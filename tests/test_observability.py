@@ -5,20 +5,12 @@ import logging
 
 import numpy as np
 import pytest
+from logcapture import Lines
 
 from titok_jax import data as data_lib
 from titok_jax import logs
 from titok_jax.config.sections import DataConfig
 from titok_jax.steps import pretokenize as pt
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(autouse=True)

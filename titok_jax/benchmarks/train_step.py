@@ -144,7 +144,8 @@ def param_counts(model: str) -> dict:
 
 
 PARAMS_HEADER = ("| model | image | tokens | tokenizer | encoder (+latent tokens) | quantizer | decoder | "
-                 "pixel decoder (VQGAN) | stage 1 | generator |\n|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+                 "pixel decoder (VQGAN) | stage 1 | generator |\n"
+                 "|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
 
 
 def format_params(r: dict) -> str:

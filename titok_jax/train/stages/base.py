@@ -28,6 +28,7 @@ import optax
 from titok_jax import data as data_lib
 from titok_jax import images as im
 from titok_jax.config.run import RunConfig
+from titok_jax.errors import ConfigError
 from titok_jax.evaluation import metrics as metrics_lib
 from titok_jax.models.layers import DTYPES
 from titok_jax.porting.mapping import NameMap
@@ -94,7 +95,8 @@ class Stage(abc.ABC):
 
     def restart_codebook_size(self) -> int:
         """Rows of ``params['quantize']['embedding']``, for stages that support the dead-code restart."""
-        raise NotImplementedError(f"{self.name}: dead_code_restart_every is not supported by this stage")
+        raise ConfigError(f"{self.name}: dead_code_restart_every is not supported by this stage (only the teacher "
+                          "and stage1 have a codebook it restarts); set it to 0")
 
     # -- data and eval (image stages; the generator stage overrides) ----------------------------
     def loaders(self, workdir: str, process_index: int, process_count: int):
